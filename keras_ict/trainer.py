@@ -1,0 +1,226 @@
+"""ConsistencyTrainer: iCT as a `keras.Model` you `compile` and `fit`, identical on every backend.
+
+One training step (Song & Dhariwal 2024, Algorithm 1 with the iCT changes):
+  1. N = N(k) from the trainer's own step counter (doubling curriculum).
+  2. i ~ lognormal index distribution over the N-1 intervals; z ~ N(0, I).
+  3. teacher = stopgrad f(x + sigma_i z, sigma_i), the student's own weights (no EMA teacher).
+  4. student = f(x + sigma_{i+1} z, sigma_{i+1}) with the *same dropout mask* as the teacher pass.
+  5. loss = mean_batch[ 1/(sigma_{i+1} - sigma_i) * pseudo_huber(student, teacher) ].
+The EMA of the student (what sampling and export use) lives in `ema_model`, updated in the step.
+
+Everything happens in `compute_loss`, the override point that every backend's `train_step` calls, so no
+per-backend training code exists. State that must survive save/load and resume (step counter, noise seed
+state, EMA weights) is held in Keras variables owned by the trainer.
+"""
+
+import random
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ict import losses, schedules
+from keras_ict.parameterization import ConsistencyModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ict")
+class LastValue(keras.metrics.Metric):
+    """A metric that reports the most recent value it was given (for N(k), which is not averaged)."""
+
+    def __init__(self, name="last_value", dtype="float32", **kwargs):
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", dtype=self.dtype, name="value")
+
+    def update_state(self, value):
+        self.value.assign(ops.cast(value, self.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        self.value.assign(ops.zeros((), self.dtype))
+
+
+def _seed_state_variables(model):
+    """The network's random-seed state variables (one per Dropout layer), in a fixed order."""
+    return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
+
+
+@keras.saving.register_keras_serializable(package="keras_ict")
+class ConsistencyTrainer(keras.Model):
+    """Trains a `ConsistencyModel` with improved consistency training.
+
+    Args:
+        consistency_model: the student f_theta. Its weights are the ones being optimised.
+        total_steps: K, the planned number of training steps (sets the curriculum interval K').
+        s0, s1: initial and final number of discretisation intervals (10 and 1280 in the paper).
+        p_mean, p_std: lognormal noise-level distribution (-1.1, 2.0).
+        rho: Karras schedule exponent (7).
+        huber_c: pseudo-Huber c; None means 0.00054 sqrt(H W C).
+        ema_decay: EMA rate of `ema_model` (0.99993 for CIFAR-10 in the paper).
+        seed: seed of the trainer's noise stream (index and z sampling); None draws one and records it in
+            the config so a reloaded trainer continues the same stream.
+
+    Data: `fit` on batches of NHWC images in [-1, 1], or (images, integer_labels) for a conditional model.
+    """
+
+    def __init__(
+        self,
+        consistency_model,
+        total_steps,
+        s0=schedules.S0,
+        s1=schedules.S1,
+        p_mean=schedules.P_MEAN,
+        p_std=schedules.P_STD,
+        rho=schedules.RHO,
+        huber_c=None,
+        ema_decay=0.99993,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(consistency_model, ConsistencyModel):
+            raise TypeError(f"consistency_model must be a ConsistencyModel, got {type(consistency_model).__name__}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.total_steps = int(total_steps)
+        self.s0, self.s1 = int(s0), int(s1)
+        self.curriculum_interval = schedules.curriculum_interval(self.total_steps, self.s0, self.s1)
+        self.p_mean, self.p_std, self.rho = float(p_mean), float(p_std), float(rho)
+        self.huber_c = float(losses.pseudo_huber_c(consistency_model.image_shape) if huber_c is None else huber_c)
+        if self.huber_c <= 0:
+            raise ValueError(f"huber_c must be positive, got {self.huber_c}")
+        self.ema_decay = float(ema_decay)
+        self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
+
+        sigma_table, logp_table = schedules.curriculum_tables(
+            self.s0, self.s1, consistency_model.sigma_min, consistency_model.sigma_max, self.rho, self.p_mean, self.p_std
+        )
+        self._sigma_table = sigma_table.astype("float32")
+        # -inf rows would turn into NaN in some backends' categorical samplers; -1e30 has probability 0 too.
+        self._logp_table = np.maximum(logp_table, -1e30).astype("float32")
+
+        self.model = consistency_model.build_for_images()
+        self.ema_model = ConsistencyModel.from_config(consistency_model.get_config()).build_for_images()
+        self.ema_model.set_weights(self.model.get_weights())
+        self.ema_model.trainable = False
+        self._ema_pairs = [(e, s) for e, s in zip(self.ema_model.weights, self.model.weights) if s.trainable]
+        if any(tuple(e.shape) != tuple(s.shape) for e, s in self._ema_pairs):
+            raise RuntimeError("EMA model weights do not line up with the student's")
+        self._dropout_states = _seed_state_variables(self.model)
+
+        self.step = keras.Variable(0, dtype="int32", trainable=False, name="step")
+        self.noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
+        self.num_scales_tracker = LastValue(name="num_scales")
+        self.sigma_tracker = keras.metrics.Mean(name="mean_sigma")
+
+    def call(self, inputs, training=False):
+        # The trainer is not a predictor: its work happens in compute_loss. Sample with `ema_model`.
+        return inputs
+
+    def _unpack(self, x, y):
+        if isinstance(x, (tuple, list)) and len(x) == 2 and y is None:
+            x, y = x
+        if isinstance(x, dict):
+            x, y = x["images"], x.get("labels", y)
+        if y is not None and not self.model.conditional:
+            raise ValueError(
+                "the dataset yields labels but the model is unconditional; drop the labels "
+                "(e.g. dataset.map(lambda x, y: x)) or build a network with label_dim > 0"
+            )
+        if y is None and self.model.conditional:
+            raise ValueError("the model is class-conditional but the dataset yields no labels")
+        return x, y
+
+    def sample_noise_levels(self, batch_size):
+        """(sigma_i, sigma_{i+1}, N) for one batch at the current step, using the trainer's noise stream."""
+        stage = schedules.curriculum_stage(self.step.value, self.total_steps, self.s0, self.s1)
+        sigmas = ops.take(ops.convert_to_tensor(self._sigma_table), stage, axis=0)
+        logits = ops.take(ops.convert_to_tensor(self._logp_table), stage, axis=0)
+        logits = ops.broadcast_to(ops.expand_dims(logits, 0), (batch_size, self.s1))
+        index = ops.reshape(keras.random.categorical(logits, 1, seed=self.noise_seed), (-1,))
+        num_scales = ops.minimum(self.s0 * ops.power(2, ops.cast(stage, "int32")), self.s1) + 1
+        return ops.take(sigmas, index), ops.take(sigmas, index + 1), num_scales
+
+    def consistency_distance(self, images, noise, sigma, sigma_next, labels=None, training=True):
+        """Per-sample d(f(x + sigma_{i+1} z, sigma_{i+1}), stopgrad f(x + sigma_i z, sigma_i)) for given noise.
+
+        The teacher is the student's own weights under stop-gradient, and both passes use the same dropout
+        mask: the network's seed states are replayed for the student pass.
+        """
+        images = ops.cast(images, "float32")
+        expand = lambda s: ops.reshape(ops.cast(s, "float32"), (-1, 1, 1, 1))  # noqa: E731
+        extra = [labels] if labels is not None else []
+        saved_states = [ops.copy(v.value) for v in self._dropout_states]
+        teacher = ops.stop_gradient(self.model([images + expand(sigma) * noise, sigma] + extra, training=training))
+        for variable, state in zip(self._dropout_states, saved_states):
+            variable.assign(state)
+        student = self.model([images + expand(sigma_next) * noise, sigma_next] + extra, training=training)
+        return losses.pseudo_huber(student, teacher, self.huber_c)
+
+    def consistency_loss(self, images, noise, sigma, sigma_next, labels=None, training=True):
+        """Per-sample iCT loss lambda(sigma_i) d(...) with lambda = 1 / (sigma_{i+1} - sigma_i)."""
+        sigma, sigma_next = ops.cast(sigma, "float32"), ops.cast(sigma_next, "float32")
+        distance = self.consistency_distance(images, noise, sigma, sigma_next, labels, training)
+        return losses.consistency_weight(sigma, sigma_next) * distance
+
+    def update_ema(self):
+        """ema <- ema + (1 - decay) (theta - ema) for every trainable weight of the student."""
+        rate = 1.0 - self.ema_decay
+        for ema, weight in self._ema_pairs:
+            ema.assign(ema + rate * (ops.stop_gradient(ops.cast(weight.value, ema.dtype)) - ema))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        images, labels = self._unpack(x, y)
+        sigma, sigma_next, num_scales = self.sample_noise_levels(ops.shape(images)[0])
+        noise = keras.random.normal(ops.shape(images), seed=self.noise_seed)
+        loss = ops.mean(self.consistency_loss(images, noise, sigma, sigma_next, labels, training=training))
+        self.num_scales_tracker.update_state(num_scales)
+        self.sigma_tracker.update_state(ops.mean(sigma_next))
+        if training:
+            # The EMA follows the weights this step starts from: theta_k is folded in while computing the
+            # step that produces theta_{k+1} (compute_loss sees no post-update weights on any backend).
+            self.update_ema()
+            self.step.assign(self.step.value + 1)
+        return loss
+
+    def _random_states(self):
+        # Keras saves no SeedGenerator state; without these a reload would restart the noise and dropout
+        # streams and a resumed run would diverge from an uninterrupted one.
+        return [self.noise_seed.state] + self._dropout_states
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, variable in enumerate(self._random_states()):
+            store[f"random_state_{i}"] = variable
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith("random_state_")})
+        for i, variable in enumerate(self._random_states()):
+            if f"random_state_{i}" in keys:
+                variable.assign(store[f"random_state_{i}"])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "consistency_model": keras.saving.serialize_keras_object(self.model),
+                "total_steps": self.total_steps,
+                "s0": self.s0,
+                "s1": self.s1,
+                "p_mean": self.p_mean,
+                "p_std": self.p_std,
+                "rho": self.rho,
+                "huber_c": self.huber_c,
+                "ema_decay": self.ema_decay,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["consistency_model"] = keras.saving.deserialize_keras_object(config["consistency_model"])
+        return cls(**config)

@@ -1,0 +1,202 @@
+"""ConsistencyTrainer: dropout-mask sharing, curriculum inside fit, EMA, resume state, mixed precision, jit."""
+
+import numpy as np
+import pytest
+import keras
+from keras import ops
+
+from keras_ict import ConsistencyModel, ConsistencyTrainer, schedules
+from tiny_network import TinyNet
+
+BACKEND = keras.backend.backend()
+
+
+def make_trainer(dropout=0.0, label_dim=0, total_steps=40, ema_decay=0.9, seed=0, **kwargs):
+    net = TinyNet(img_resolution=8, in_channels=1, label_dim=label_dim, dropout=dropout, seed=7)
+    model = ConsistencyModel(net, noise_label_scale=1.0)
+    return ConsistencyTrainer(model, total_steps=total_steps, ema_decay=ema_decay, seed=seed, **kwargs)
+
+
+def images(n=16, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 8, 8, 1)).astype(np.float32)
+
+
+def weights_of(model):
+    return [ops.convert_to_numpy(w) for w in model.weights]
+
+
+def test_same_dropout_mask_in_teacher_and_student():
+    trainer = make_trainer(dropout=0.5)
+    x = images(8)
+    z = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    sigma = np.full((8,), 1.3, np.float32)
+    d = ops.convert_to_numpy(trainer.consistency_distance(x, z, sigma, sigma, training=True))
+    assert np.all(d == 0.0), d
+    # Control: two plain training-mode calls draw different masks, so the test above can fail.
+    a = ops.convert_to_numpy(trainer.model([x + z, sigma], training=True))
+    b = ops.convert_to_numpy(trainer.model([x + z, sigma], training=True))
+    assert not np.allclose(a, b)
+
+
+def test_teacher_is_stop_gradient_of_the_student():
+    from grad_utils import gradients
+    from keras_ict import losses
+
+    trainer = make_trainer()
+    x = images(4)
+    z = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    s0, s1 = np.full((4,), 0.5, np.float32), np.full((4,), 0.6, np.float32)
+    variables = trainer.model.trainable_variables
+    teacher = ops.convert_to_numpy(trainer.model([x + s0[:, None, None, None] * z, s0]))
+
+    def with_constant_teacher():
+        student = trainer.model([x + s1[:, None, None, None] * z, s1])
+        return ops.mean(losses.consistency_weight(0.5, 0.6) * losses.pseudo_huber(student, teacher, trainer.huber_c))
+
+    def trainer_loss():
+        return ops.mean(trainer.consistency_loss(x, z, s0, s1, training=False))
+
+    def both_live():  # what a missing stop-gradient would compute
+        t = trainer.model([x + s0[:, None, None, None] * z, s0])
+        student = trainer.model([x + s1[:, None, None, None] * z, s1])
+        return ops.mean(losses.consistency_weight(0.5, 0.6) * losses.pseudo_huber(student, t, trainer.huber_c))
+
+    want, got, wrong = (gradients(f, variables) for f in (with_constant_teacher, trainer_loss, both_live))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(g, w, rtol=1e-3) for g, w in zip(got, wrong))
+
+
+def test_fit_runs_and_curriculum_changes_with_step():
+    trainer = make_trainer(total_steps=40)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = trainer.fit(images(64), batch_size=16, epochs=3, verbose=0)
+    # K' = floor(40 / 8) = 5; the last step of each epoch is 3, 7, 11 -> stages 0, 1, 2.
+    assert history.history["num_scales"] == [11.0, 21.0, 41.0]
+    assert int(ops.convert_to_numpy(trainer.step)) == 12
+    assert all(np.isfinite(history.history["loss"]))
+    assert all(0.002 < s < 80 for s in history.history["mean_sigma"])
+
+
+def test_noise_changes_every_step_and_follows_seed():
+    a, b = make_trainer(seed=3), make_trainer(seed=3)
+    s_a1 = ops.convert_to_numpy(a.sample_noise_levels(256)[0])
+    s_a2 = ops.convert_to_numpy(a.sample_noise_levels(256)[0])
+    s_b1 = ops.convert_to_numpy(b.sample_noise_levels(256)[0])
+    assert not np.array_equal(s_a1, s_a2)
+    np.testing.assert_array_equal(s_a1, s_b1)
+
+
+def test_index_sampling_follows_lognormal_probs():
+    trainer = make_trainer(total_steps=40)
+    sigma, sigma_next, n = trainer.sample_noise_levels(20000)
+    sigma, sigma_next = ops.convert_to_numpy(sigma), ops.convert_to_numpy(sigma_next)
+    grid = schedules.karras_sigmas(11)
+    index = np.searchsorted(grid, sigma * (1 + 1e-5)) - 1
+    np.testing.assert_allclose(sigma_next, grid[index + 1], rtol=1e-5)
+    freq = np.bincount(index, minlength=10) / len(index)
+    np.testing.assert_allclose(freq, schedules.lognormal_index_probs(grid), atol=0.015)
+    assert int(ops.convert_to_numpy(n)) == 11
+
+
+def test_ema_update_follows_formula_and_never_overwrites_student():
+    trainer = make_trainer(ema_decay=0.75)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    # Give the EMA a distinct starting point so the formula is tested, not an identity.
+    trainer.ema_model.set_weights([w * 0.5 for w in trainer.model.get_weights()])
+    ema_before, student_before = weights_of(trainer.ema_model), weights_of(trainer.model)
+    trainer.fit(images(8), batch_size=8, epochs=1, verbose=0)
+    for e0, s0, e1 in zip(ema_before, student_before, weights_of(trainer.ema_model)):
+        np.testing.assert_allclose(e1, e0 + 0.25 * (s0 - e0), rtol=1e-5, atol=1e-6)
+    student_after = weights_of(trainer.model)
+    assert any(not np.allclose(a, b) for a, b in zip(student_after, student_before))
+    # A second fit works (optimizer EMA crashes here on JAX) and the student is still not the EMA.
+    trainer.fit(images(8), batch_size=8, epochs=1, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(weights_of(trainer.model), weights_of(trainer.ema_model)))
+
+
+def test_loss_falls_when_overfitting_one_batch():
+    keras.utils.set_random_seed(0)
+    trainer = make_trainer(total_steps=1000, s0=10, s1=10)
+    trainer.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x = images(8)
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((4,) + x.shape).astype(np.float32)
+    grid = schedules.karras_sigmas(11).astype(np.float32)
+    idx = rng.integers(0, 10, size=(4, 8))
+
+    def fixed_loss():
+        return np.mean([ops.convert_to_numpy(trainer.consistency_loss(x, z[k], grid[idx[k]], grid[idx[k] + 1], training=False)) for k in range(4)])
+
+    before = fixed_loss()
+    trainer.fit(np.tile(x, (25, 1, 1, 1)), batch_size=8, epochs=6, verbose=0, shuffle=False)
+    after = fixed_loss()
+    assert after < 0.6 * before, (before, after)
+
+
+def test_conditional_training_and_label_errors():
+    trainer = make_trainer(label_dim=3)
+    trainer.compile(optimizer="adam")
+    labels = np.arange(16) % 3
+    history = trainer.fit(images(16), labels, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    with pytest.raises(ValueError, match="yields no labels"):
+        trainer.fit(images(16), batch_size=8, epochs=1, verbose=0)
+    unconditional = make_trainer()
+    unconditional.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="model is unconditional"):
+        unconditional.fit(images(16), labels, batch_size=8, epochs=1, verbose=0)
+
+
+def test_save_load_restores_step_ema_seed_and_continues_identically(tmp_path):
+    x = images(32)
+    trainer = make_trainer(dropout=0.3, total_steps=20)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    trainer.fit(x, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    path = tmp_path / "trainer.keras"
+    trainer.save(path)
+    trainer.fit(x, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, ConsistencyTrainer)
+    assert int(ops.convert_to_numpy(loaded.step)) == 4
+    loaded.fit(x, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert int(ops.convert_to_numpy(loaded.step)) == 8
+    for a, b in zip(weights_of(trainer.model), weights_of(loaded.model)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(weights_of(trainer.ema_model), weights_of(loaded.ema_model)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_mixed_bfloat16_trains_with_float32_loss():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        trainer = make_trainer(dropout=0.1)
+        trainer.compile(optimizer="adam")
+        x = images(8)
+        z = np.ones_like(x)
+        s = np.full((8,), 0.5, np.float32)
+        per_sample = trainer.consistency_loss(x, z, s, s * 1.1, training=False)
+        assert keras.backend.standardize_dtype(per_sample.dtype) == "float32"
+        history = trainer.fit(x, batch_size=8, epochs=2, verbose=0)
+        assert all(np.isfinite(history.history["loss"]))
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="jit_compile means XLA on TF/JAX; torch has no XLA path here")
+def test_jit_compile_true():
+    trainer = make_trainer(dropout=0.2)
+    trainer.compile(optimizer="adam", jit_compile=True)
+    history = trainer.fit(images(16), batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_constructor_errors():
+    model = ConsistencyModel(TinyNet(), noise_label_scale=1.0)
+    with pytest.raises(TypeError, match="ConsistencyModel"):
+        ConsistencyTrainer(TinyNet(), total_steps=10)
+    with pytest.raises(ValueError, match="ema_decay"):
+        ConsistencyTrainer(model, total_steps=10, ema_decay=1.0)
+    with pytest.raises(ValueError, match="total_steps"):
+        ConsistencyTrainer(model, total_steps=0)
