@@ -17,6 +17,16 @@ def make_trainer(dropout=0.0, label_dim=0, total_steps=40, ema_decay=0.9, seed=0
     return ConsistencyTrainer(model, total_steps=total_steps, ema_decay=ema_decay, seed=seed, **kwargs)
 
 
+def small_songunet(**overrides):
+    from keras_ict.networks import SongUNet
+
+    config = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=16, channel_mult=[1, 2],
+                  num_blocks=1, attn_resolutions=[4], dropout=0.0, embedding_type="fourier", channel_mult_noise=2,
+                  encoder_type="residual", resample_filter=[1, 3, 3, 1], fourier_scale=0.02)
+    config.update(overrides)
+    return SongUNet(**config)
+
+
 def images(n=16, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, 8, 8, 1)).astype(np.float32)
 
@@ -36,6 +46,21 @@ def test_same_dropout_mask_in_teacher_and_student():
     a = ops.convert_to_numpy(trainer.model([x + z, sigma], training=True))
     b = ops.convert_to_numpy(trainer.model([x + z, sigma], training=True))
     assert not np.allclose(a, b)
+
+
+def test_same_dropout_and_label_dropout_masks_in_songunet_without_seed():
+    # seed=None is the case where Keras' torch backend would otherwise fall back to torch's global RNG.
+    net = small_songunet(dropout=0.3, label_dim=3, label_dropout=0.3, seed=None)
+    trainer = ConsistencyTrainer(ConsistencyModel(net), total_steps=10, seed=0)
+    x = images(8)
+    z = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    sigma, labels = np.full((8,), 2.0, np.float32), np.arange(8) % 3
+    for _ in range(2):
+        d = ops.convert_to_numpy(trainer.consistency_distance(x, z, sigma, sigma, labels, training=True))
+        assert np.all(d == 0.0), d
+    a = ops.convert_to_numpy(trainer.model([x + z, sigma, labels], training=True))
+    b = ops.convert_to_numpy(trainer.model([x + z, sigma, labels], training=True))
+    assert not np.array_equal(a, b)
 
 
 def test_teacher_is_stop_gradient_of_the_student():
@@ -117,21 +142,25 @@ def test_ema_update_follows_formula_and_never_overwrites_student():
 
 def test_loss_falls_when_overfitting_one_batch():
     keras.utils.set_random_seed(0)
-    trainer = make_trainer(total_steps=1000, s0=10, s1=10)
+    model = ConsistencyModel(small_songunet(seed=0))
+    trainer = ConsistencyTrainer(model, total_steps=1000, s0=10, s1=10, seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(3e-3))
-    x = images(8)
+    x = np.broadcast_to(np.linspace(-0.8, 0.8, 8).reshape(8, 1, 1, 1), (8, 8, 8, 1)).astype(np.float32)
     rng = np.random.default_rng(5)
     z = rng.standard_normal((4,) + x.shape).astype(np.float32)
     grid = schedules.karras_sigmas(11).astype(np.float32)
     idx = rng.integers(0, 10, size=(4, 8))
 
-    def fixed_loss():
-        return np.mean([ops.convert_to_numpy(trainer.consistency_loss(x, z[k], grid[idx[k]], grid[idx[k] + 1], training=False)) for k in range(4)])
+    def fixed_noise_loss():
+        return np.mean([
+            ops.convert_to_numpy(trainer.consistency_loss(x, z[k], grid[idx[k]], grid[idx[k] + 1], training=False))
+            for k in range(4)
+        ])
 
-    before = fixed_loss()
-    trainer.fit(np.tile(x, (25, 1, 1, 1)), batch_size=8, epochs=6, verbose=0, shuffle=False)
-    after = fixed_loss()
-    assert after < 0.6 * before, (before, after)
+    before = fixed_noise_loss()
+    trainer.fit(np.tile(x, (25, 1, 1, 1)), batch_size=8, epochs=12, verbose=0, shuffle=False)
+    after = fixed_noise_loss()
+    assert after < 0.7 * before, (before, after)
 
 
 def test_conditional_training_and_label_errors():

@@ -48,7 +48,16 @@ class UNetBase(keras.Model):
     # Filled by subclasses after building the graph: [(edm_module_prefix, keras_layer_name)].
     _edm_layout = ()
 
-    def _finish_init(self, config, edm_layout):
+    @staticmethod
+    def _check_kwargs(cls_name, kwargs):
+        # keras.Model's functional constructor silently drops unknown keyword arguments.
+        unknown = sorted(set(kwargs) - {"name", "trainable"})
+        if unknown:
+            raise TypeError(f"{cls_name} got unexpected keyword argument(s) {unknown}.")
+
+    def _finish_init(self, config, edm_layout, dtype=None):
+        if dtype is not None:  # keras.Model's functional constructor ignores `dtype`.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
         # Plain attributes (bypassing Keras' attribute tracking, which would wrap them).
         object.__setattr__(self, "_ict_config", dict(config))
         object.__setattr__(self, "_edm_layout", tuple(tuple(e) for e in edm_layout))

@@ -40,6 +40,7 @@ class DhariwalUNet(UNetBase):
         dtype=None,
         **kwargs,
     ):
+        self._check_kwargs(type(self).__name__, kwargs)
         channel_mult = _as_int_list(channel_mult, "channel_mult")
         attn_resolutions = _as_int_list(attn_resolutions, "attn_resolutions")
         _check_common(img_resolution, in_channels, out_channels, label_dim, model_channels,
@@ -145,5 +146,5 @@ class DhariwalUNet(UNetBase):
                                           dtype=dtype, name="out_conv"))
         out = out_conv(ops.silu(out_norm(x)))
 
-        super().__init__(inputs=inputs, outputs=out, dtype=dtype, **kwargs)
-        self._finish_init(config, layout)
+        super().__init__(inputs=inputs, outputs=out, **kwargs)
+        self._finish_init(config, layout, dtype)

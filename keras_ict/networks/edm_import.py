@@ -72,6 +72,9 @@ def from_edm_config(edm_class_name, *, seed=None, dtype=None, name=None, **edm_k
 # State dicts.
 
 
+_TAG = "state_dict/"
+
+
 def _to_numpy(value):
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor
         value = value.detach().cpu()
@@ -87,12 +90,7 @@ def _read_state_dict(source, trust_pickle, prefix):
         lower = path.lower()
         if lower.endswith(".npz"):
             with np.load(path, allow_pickle=False) as data:
-                keys = list(data.files)
-                tagged = [k for k in keys if k.startswith("state_dict/")]
-                if tagged:
-                    items = {k[len("state_dict/"):]: data[k] for k in tagged}
-                else:
-                    items = {k: data[k] for k in keys}
+                items = {k: data[k] for k in data.files}
         elif lower.endswith((".pt", ".pth")):
             try:
                 import torch
@@ -118,6 +116,11 @@ def _read_state_dict(source, trust_pickle, prefix):
             "state_dict must be a mapping name -> array, a module with .state_dict(), or a "
             f"path to .npz/.pt/.pth; got {type(source).__name__}."
         )
+    # Archives like the parity fixtures keep the state dict under "state_dict/<name>" next
+    # to other entries (meta, inputs, outputs): then only those entries are the state dict.
+    tagged = {str(k): v for k, v in items.items() if str(k).startswith(_TAG)}
+    if tagged:
+        items = {k[len(_TAG):]: v for k, v in tagged.items()}
     out, unexpected = {}, []
     for key, value in items.items():
         key = str(key)
@@ -167,12 +170,13 @@ def load_edm_state_dict(network, state_dict, trust_pickle=False, prefix=""):
     """Loads an EDM state dict into `network` (a `SongUNet` or `DhariwalUNet`), in place.
 
     `state_dict`: mapping name -> array (NumPy arrays, torch tensors, anything `np.asarray`
-    accepts), or a path to `.npz` (keys optionally prefixed `state_dict/`) or `.pt`/`.pth`
-    (read with `torch.load(weights_only=True)` unless `trust_pickle=True`). `prefix` is
-    stripped from every key (e.g. "model." for the state dict of an EDM preconditioner); keys
-    without it are unexpected. All problems (missing, unexpected, mis-shaped tensors,
-    mismatching constant buffers) are collected and reported in one ValueError; nothing is
-    assigned unless everything matches. Returns the network.
+    accepts), a module with `.state_dict()`, or a path to `.npz` or `.pt`/`.pth` (read with
+    `torch.load(weights_only=True)` unless `trust_pickle=True`). Keys may be prefixed
+    `state_dict/` (as in the parity fixtures): if any key is, only those entries are used.
+    `prefix` is then stripped from every key (e.g. "model." for the state dict of an EDM
+    preconditioner); keys without it are unexpected. All problems (missing, unexpected,
+    mis-shaped tensors, mismatching constant buffers) are collected and reported in one
+    ValueError; nothing is assigned unless everything matches. Returns the network.
     """
     _check_network(network)
     given, unexpected = _read_state_dict(state_dict, trust_pickle, prefix)

@@ -20,6 +20,7 @@ filters) are precomputed in NumPy at construction time.
 """
 
 import math
+import random
 
 import keras
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "ScaledSum",
     "UNetBlock",
     "make_init",
+    "multihead_attention",
 ]
 
 _PACKAGE = "keras_ict"
@@ -82,6 +84,13 @@ def _initializer(spec, fan_in, fan_out, which, seed):
 
 def _sub_seed(seed, offset):
     return None if seed is None else int(seed) + int(offset)
+
+
+def _dropout_seed(seed, offset):
+    # Always an integer: Keras' torch backend ignores an unseeded Dropout's SeedGenerator and draws from
+    # torch's global RNG, so replaying the seed state would not replay the mask (the teacher and the
+    # student would see different masks). Python's `random` follows keras.utils.set_random_seed.
+    return random.randrange(2**31 - 2**16) if seed is None else int(seed) + int(offset)
 
 
 def _const(array, dtype):
@@ -563,6 +572,31 @@ class LabelDropout(keras.layers.Layer):
 
 
 # ---------------------------------------------------------------------------------------
+# Self-attention.
+
+
+def multihead_attention(qkv, num_heads):
+    """Spatial self-attention on a fused `qkv` tensor (B, H, W, 3C) -> (B, H, W, C).
+
+    The channel layout of `qkv` is EDM's: channel index = (head, channel-in-head, {q,k,v}),
+    i.e. `reshape(num_heads, C // num_heads, 3)`. The attention weights
+    `softmax(q . k / sqrt(C // num_heads))` are computed in float32 and cast back to the
+    dtype of `v`; the output channel index is (head, channel-in-head).
+    """
+    h, w = _spatial_dims(qkv)
+    c = qkv.shape[-1] // 3
+    ch = c // num_heads
+    qkv = ops.reshape(qkv, (-1, h * w, num_heads, ch, 3))
+    q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]  # (B, HW, heads, ch)
+    q32 = ops.cast(q, "float32")
+    k32 = ops.cast(k, "float32") * (1.0 / math.sqrt(ch))
+    logits = ops.einsum("bqhc,bkhc->bhqk", q32, k32)
+    weights = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
+    a = ops.einsum("bhqk,bkhc->bqhc", weights, v)
+    return ops.reshape(a, (-1, h, w, c))
+
+
+# ---------------------------------------------------------------------------------------
 # U-Net block.
 
 
@@ -639,7 +673,7 @@ class UNetBlock(keras.layers.Layer):
         )
         self.norm1 = GroupNorm(eps=eps, dtype=dt, name="norm1")
         self.drop = (
-            keras.layers.Dropout(self.dropout_rate, seed=_sub_seed(seed, 4), dtype=dt, name="dropout")
+            keras.layers.Dropout(self.dropout_rate, seed=_dropout_seed(seed, 4), dtype=dt, name="dropout")
             if self.dropout_rate > 0
             else None
         )
@@ -684,20 +718,7 @@ class UNetBlock(keras.layers.Layer):
         self.built = True
 
     def _attention(self, x):
-        h, w = _spatial_dims(x)
-        c = self.out_channels
-        heads = self.num_heads
-        ch = c // heads
-        qkv = self.qkv(self.norm2(x))
-        # EDM channel layout of qkv: (head, channel-in-head, {q, k, v}).
-        qkv = ops.reshape(qkv, (-1, h * w, heads, ch, 3))
-        q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]  # (B, HW, heads, ch)
-        q32 = ops.cast(q, "float32")
-        k32 = ops.cast(k, "float32") * (1.0 / math.sqrt(ch))
-        logits = ops.einsum("bqhc,bkhc->bhqk", q32, k32)
-        weights = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
-        a = ops.einsum("bhqk,bkhc->bqhc", weights, v)
-        a = ops.reshape(a, (-1, h, w, c))
+        a = multihead_attention(self.qkv(self.norm2(x)), self.num_heads)
         return (self.proj(a) + x) * ops.cast(self.skip_scale, x.dtype)
 
     def call(self, x, emb, training=None):

@@ -84,6 +84,7 @@ class SongUNet(UNetBase):
         dtype=None,
         **kwargs,
     ):
+        self._check_kwargs(type(self).__name__, kwargs)
         channel_mult = _as_int_list(channel_mult, "channel_mult")
         attn_resolutions = _as_int_list(attn_resolutions, "attn_resolutions")
         resample_filter = [float(v) if not float(v).is_integer() else int(v) for v in resample_filter]
@@ -249,5 +250,5 @@ class SongUNet(UNetBase):
                 tmp = conv(f"{tag}_aux_conv", out_channels, 3, init=init_zero)(ops.silu(norm(x)))
                 aux = tmp if aux is None else ops.add(tmp, aux)
 
-        super().__init__(inputs=inputs, outputs=aux, dtype=dtype, **kwargs)
-        self._finish_init(config, layout)
+        super().__init__(inputs=inputs, outputs=aux, **kwargs)
+        self._finish_init(config, layout, dtype)
