@@ -20,6 +20,13 @@ def main():
     backend = keras.backend.backend()
     keras.utils.set_random_seed({"tensorflow": 1, "jax": 2, "torch": 3}[backend])
     model = case.build_model()
+    # Randomise every trainable weight (the zero-ish default init of output convs would make the outputs
+    # nearly independent of the weights, and the test would prove little).
+    rng = np.random.default_rng({"tensorflow": 1, "jax": 2, "torch": 3}[backend])
+    for w in model.trainable_weights:
+        shape = tuple(w.shape)
+        scale = 0.3 if len(shape) < 2 else 1.0 / np.sqrt(np.prod(shape[:-1]))
+        w.assign(rng.standard_normal(shape).astype("float32") * scale)
     x, sigma, noise, sigma_i, sigma_next = case.inputs()
     out = ops.convert_to_numpy(model([x, sigma]))
     loss = ops.convert_to_numpy(case.build_trainer(model).consistency_loss(x, noise, sigma_i, sigma_next, training=False))
