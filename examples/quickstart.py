@@ -72,7 +72,7 @@ def main():
     network = network_from_preset("ncsnpp_mnist_small", dropout=args.dropout)
     model = keras_ict.ConsistencyModel(network)
     trainer = keras_ict.ConsistencyTrainer(model, total_steps=args.steps, ema_decay=args.ema_decay, seed=args.seed)
-    trainer.compile(optimizer=keras.optimizers.RAdam(args.lr))
+    trainer.compile(optimizer=keras_ict.optimizers.RAdam(args.lr))
     print(f"network: {network.count_params():,} parameters")
 
     # Exactly args.steps batches: reshuffled passes over the data, concatenated, fed as one epoch.

@@ -1,6 +1,6 @@
 """keras-ict: improved consistency training (Song & Dhariwal, ICLR 2024) in Keras 3, on any backend."""
 
-from keras_ict import losses, networks, schedules
+from keras_ict import losses, networks, optimizers, schedules
 from keras_ict.parameterization import ConsistencyModel
 from keras_ict.sampling import generate, image_grid, save_image_grid, to_uint8
 from keras_ict.trainer import ConsistencyTrainer
@@ -14,6 +14,7 @@ __all__ = [
     "image_grid",
     "losses",
     "networks",
+    "optimizers",
     "save_image_grid",
     "schedules",
     "to_uint8",

@@ -153,6 +153,9 @@ def save_image_grid(images, path, ncols=None):
     os.close(fd)
     try:
         mode_image.save(tmp, format="PNG")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_venv.sh
-export KERAS_BACKEND=${KERAS_BACKEND:-jax}
+export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}  # fastest of the three on this 2-core CPU (BUILD_NOTES.md)
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 exec .venv/bin/python examples/quickstart.py "$@"

@@ -1,0 +1,58 @@
+"""RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond"), the optimizer of iCT.
+
+Keras 3 ships no RAdam, and the paper trains with it (lr 1e-4). This follows PyTorch's `torch.optim.RAdam`
+(decoupled_weight_decay=False aside: weight decay here is Keras' decoupled one) so results are comparable:
+
+    m_t = b1 m + (1 - b1) g;  v_t = b2 v + (1 - b2) g^2;  m_hat = m_t / (1 - b1^t)
+    rho_inf = 2 / (1 - b2) - 1;  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+    rho_t > 5:  theta -= lr * m_hat * r_t * sqrt(1 - b2^t) / (sqrt(v_t) + eps),
+                r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+    otherwise:  theta -= lr * m_hat                      (un-adapted momentum SGD for the first steps)
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_ict")
+class RAdam(keras.optimizers.Optimizer):
+    def __init__(self, learning_rate=1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-8, name="radam", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not (0.0 <= beta_1 < 1.0 and 0.0 < beta_2 < 1.0):
+            raise ValueError(f"need 0 <= beta_1 < 1 and 0 < beta_2 < 1, got {beta_1}, {beta_2}")
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        t = ops.cast(self.iterations + 1, dtype)
+        # 1 - beta^t through expm1: in float32, 1 - 0.999^t loses most digits for small t.
+        one_minus_b1_power = -ops.expm1(t * math.log(self.beta_1)) if self.beta_1 > 0 else ops.ones_like(t)
+        one_minus_b2_power = -ops.expm1(t * math.log(self.beta_2))
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
+        m_hat = m / one_minus_b1_power
+
+        rho_inf = 2.0 / (1.0 - self.beta_2) - 1.0
+        rho_t = rho_inf - 2.0 * t * ops.exp(t * math.log(self.beta_2)) / one_minus_b2_power
+        safe_rho = ops.maximum(rho_t, 5.0 + 1e-3)  # keeps the unused branch of `where` finite
+        rect = ops.sqrt((safe_rho - 4.0) * (safe_rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * safe_rho))
+        adaptive = rect * ops.sqrt(one_minus_b2_power) / (ops.sqrt(v) + self.epsilon)
+        scale = ops.where(rho_t > 5.0, adaptive, ops.ones_like(adaptive))
+        self.assign_sub(variable, lr * m_hat * scale)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config
