@@ -1,21 +1,47 @@
-"""keras-ict: improved consistency training (Song & Dhariwal, ICLR 2024) in Keras 3, on any backend."""
+"""keras-ict: improved consistency training (Song & Dhariwal, ICLR 2024) in Keras 3, on any backend.
 
-from keras_ict import losses, networks, optimizers, schedules
-from keras_ict.parameterization import ConsistencyModel
-from keras_ict.sampling import generate, image_grid, save_image_grid, to_uint8
-from keras_ict.trainer import ConsistencyTrainer
+Attributes load on first use, so `import keras_ict` does not import Keras: the command line can still pick
+the backend (KERAS_BACKEND must be set before Keras is imported). When Keras is already imported, everything
+loads at once, which also registers the serializable classes for `keras.saving.load_model`.
+"""
+
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConsistencyModel",
-    "ConsistencyTrainer",
-    "generate",
-    "image_grid",
-    "losses",
-    "networks",
-    "optimizers",
-    "save_image_grid",
-    "schedules",
-    "to_uint8",
-]
+_ATTRIBUTES = {
+    "ConsistencyModel": "keras_ict.parameterization",
+    "ConsistencyTrainer": "keras_ict.trainer",
+    "generate": "keras_ict.sampling",
+    "image_grid": "keras_ict.sampling",
+    "save_image_grid": "keras_ict.sampling",
+    "to_uint8": "keras_ict.sampling",
+    "from_preset": "keras_ict.zoo",
+}
+_SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "losses", "networks", "optimizers", "presets", "schedules", "zoo")
+
+__all__ = sorted(list(_ATTRIBUTES) + list(_SUBMODULES))
+
+
+def _load_all():
+    for module in ("keras_ict.networks", "keras_ict.parameterization", "keras_ict.trainer", "keras_ict.optimizers"):
+        importlib.import_module(module)
+
+
+def __getattr__(name):
+    if name in _ATTRIBUTES:
+        _load_all()
+        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    if name in _SUBMODULES:
+        _load_all()
+        return importlib.import_module(f"keras_ict.{name}")
+    raise AttributeError(f"module 'keras_ict' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__ + ["__version__"]
+
+
+if "keras" in sys.modules:
+    _load_all()

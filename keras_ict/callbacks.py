@@ -1,0 +1,164 @@
+"""Training callbacks: step logging (CSV, TensorBoard), checkpoints with sample grids, NaN stop, time budget."""
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_ict.checkpoint import save_checkpoint
+from keras_ict.sampling import generate, save_image_grid
+
+
+def _step(trainer):
+    return int(keras.ops.convert_to_numpy(trainer.step))
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training when the loss becomes NaN or Inf, naming the step; no checkpoint is written after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = _step(self.model)
+            self.model.stop_training = True
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training (cleanly, after the current step) once `seconds` of wall time have passed."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.start, self.expired = float(seconds), None, False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            self.expired = True
+            self.model.stop_training = True
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training once the trainer's step counter reaches `step`."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.stop_step = int(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if _step(self.model) >= self.stop_step:
+            self.model.stop_training = True
+
+
+class StepLogger(keras.callbacks.Callback):
+    """Every `every` steps: a CSV row (and TensorBoard scalars when TensorFlow is installed).
+
+    Columns: step, images_seen, wall_s, loss (mean over the interval), num_scales, mean_sigma.
+    """
+
+    def __init__(self, run_dir, batch_size, every, stop_check=None, wall_offset=0.0):
+        super().__init__()
+        self.run_dir, self.batch_size, self.every = Path(run_dir), int(batch_size), int(every)
+        self.wall_offset, self.start = float(wall_offset), None
+        self.losses, self.writer, self.stop_check = [], None, stop_check
+
+    def wall_time(self):
+        return self.wall_offset + (time.monotonic() - self.start if self.start else 0.0)
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+        try:
+            import tensorflow as tf
+
+            self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        except ImportError:
+            self.writer = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.losses.append(float(logs.get("loss", np.nan)))
+        step = _step(self.model)
+        if step % self.every == 0:
+            self._write(step, logs)
+
+    def _write(self, step, logs):
+        row = {
+            "step": step,
+            "images_seen": step * self.batch_size,
+            "wall_s": round(self.wall_time(), 3),
+            "loss": float(np.mean(self.losses)) if self.losses else float("nan"),
+            "num_scales": int(logs.get("num_scales", 0)),
+            "mean_sigma": float(logs.get("mean_sigma", np.nan)),
+        }
+        self.losses = []
+        path = self.run_dir / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.writer is not None:
+            import tensorflow as tf
+
+            with self.writer.as_default(step=step):
+                for key in ("loss", "num_scales", "mean_sigma"):
+                    tf.summary.scalar(key, row[key])
+            self.writer.flush()
+
+    def write_image(self, tag, grid_uint8, step):
+        if self.writer is not None:
+            import tensorflow as tf
+
+            with self.writer.as_default(step=step):
+                tf.summary.image(tag, grid_uint8[None])
+            self.writer.flush()
+
+
+class CheckpointAndSample(keras.callbacks.Callback):
+    """Every `every` steps and at the end: a checkpoint, and a 1-step sample grid of the EMA model."""
+
+    def __init__(self, run_dir, every, keep, sample_seeds, labels=None, logger=None, nan_guard=None, state_fn=None):
+        super().__init__()
+        self.run_dir, self.every, self.keep = Path(run_dir), int(every), int(keep)
+        self.sample_seeds, self.labels, self.logger = list(sample_seeds), labels, logger
+        self.nan_guard, self.state_fn = nan_guard, state_fn
+        self.last_saved = None
+
+    def save(self):
+        if self.nan_guard is not None and self.nan_guard.bad_step is not None:
+            return None
+        step = _step(self.model)
+        if step == self.last_saved:
+            return None
+        path = save_checkpoint(self.model, self.run_dir, self.state_fn() if self.state_fn else None, keep=self.keep)
+        images = generate(self.model.ema_model, self.sample_seeds, sigmas=(self.model.model.sigma_max,), labels=self.labels)
+        grid_path = save_image_grid(images, self.run_dir / "samples" / f"step_{step:09d}.png", ncols=8)
+        if self.logger is not None:
+            from keras_ict.sampling import image_grid
+
+            self.logger.write_image("samples_1step", image_grid(images, ncols=8), step)
+        self.last_saved = step
+        return path, grid_path
+
+    def on_train_batch_end(self, batch, logs=None):
+        if _step(self.model) % self.every == 0:
+            self.save()
+
+    def on_train_end(self, logs=None):
+        self.save()
+
+
+def os_machine():
+    import platform
+
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}

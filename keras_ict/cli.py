@@ -1,0 +1,351 @@
+"""The `keras-ict` command line (also `python -m keras_ict`).
+
+    keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --out runs/mnist [--time-budget 45m]
+    keras-ict sample --model runs/mnist/final --seeds 0-63 --sigmas 80,0.821 --out grid.png
+    keras-ict presets
+
+User errors print one line `keras-ict: error: ...` and exit with status 2, before any file is written.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+class UserError(Exception):
+    """A problem with the command's input, reported in one line without a traceback."""
+
+
+def parse_duration(text):
+    """'45m', '2h', '90s', '1h30m' or plain seconds -> seconds."""
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+        if not parts or "".join(a + b for a, b in parts) != text:
+            raise UserError(f"cannot read duration {text!r}; use e.g. 45m, 2h, 1h30m or seconds")
+        seconds = sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+    if seconds <= 0:
+        raise UserError(f"duration must be positive, got {text!r}")
+    return seconds
+
+
+def parse_seeds(text):
+    """'0-63' (inclusive), '1,5,9' or a mix '0-3,10' -> list of ints."""
+    seeds = []
+    for part in str(text).split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)-(\d+)", part)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if hi < lo:
+                raise UserError(f"seed range {part!r} is empty")
+            seeds.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"\d+", part):
+            seeds.append(int(part))
+        else:
+            raise UserError(f"cannot read seeds {text!r}; use e.g. 0-63 or 1,5,9")
+    return seeds
+
+
+def parse_floats(text, what):
+    try:
+        return [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"cannot read {what} {text!r}; use comma-separated numbers like 80,0.821") from None
+
+
+def select_backend(name):
+    """Set KERAS_BACKEND before Keras is imported; refuse a switch once Keras is loaded."""
+    if name is None:
+        return
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise UserError(f"Keras is already loaded with backend {keras.backend.backend()!r} in this process")
+        return
+    os.environ["KERAS_BACKEND"] = name
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def _overrides(args):
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise UserError(f"--set needs key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip().replace("-", "_")] = None if value.strip().lower() == "none" else value.strip()
+    for flag, key in (("data", "data"), ("steps", "total_steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def _check_run_dir(run_dir, config, fresh):
+    from keras_ict.checkpoint import read_json
+    from keras_ict.presets import RUN_LENGTH_FIELDS
+
+    config_path = run_dir / "config.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} exists and is not a directory")
+    if not config_path.is_file():
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not fresh:
+            raise UserError(f"--out {run_dir} is not empty and is not a keras-ict run directory")
+        return "new"
+    if fresh:
+        return "fresh"
+    old = read_json(config_path)
+    differing = sorted(k for k in set(old) | set(config) if k not in RUN_LENGTH_FIELDS and old.get(k) != config.get(k))
+    if differing:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in differing[:6])
+        raise UserError(
+            f"{run_dir} holds a run with a different config ({detail}); use another --out, or --fresh to start over"
+        )
+    return "resume"
+
+
+def _check_data(config, model_shape):
+    from keras_ict.data import dataset_info
+
+    info = dataset_info(config["data"])
+    height, width, channels = info["image_shape"]
+    res, want_channels = model_shape[0], model_shape[2]
+    if channels not in (want_channels, 1, 3) or (channels != want_channels and config["network_overrides"].get("in_channels")):
+        raise UserError(f"data has {channels} channels but the network expects {want_channels}")
+    if (height > res or width > res) and config["resize"] is None:
+        raise UserError(f"data images are {height}x{width}, larger than the network's {res}x{res}; add --set resize=area")
+    if config["label_dim"] and info.get("num_classes") and info["num_classes"] > config["label_dim"]:
+        raise UserError(f"data has {info['num_classes']} classes but the model has label_dim={config['label_dim']}")
+    if config["label_dim"] and not info.get("num_classes"):
+        raise UserError("the preset is class-conditional but the data has no labels")
+    return info
+
+
+def cmd_train(args):
+    select_backend(args.backend)
+    from keras_ict.presets import model_config, resolve_config
+
+    config = resolve_config(args.preset, _overrides(args))
+    run_dir = Path(args.out)
+    budget = parse_duration(args.time_budget) if args.time_budget else None
+    if args.stop_at_step is not None and args.stop_at_step < 1:
+        raise UserError("--stop-at-step must be >= 1")
+    mode = _check_run_dir(run_dir, config, args.fresh)
+    cls_kwargs = model_config(config)["network"]["config"]
+    image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
+    info = _check_data(config, image_shape)
+
+    # Input is valid: from here on files are written.
+    import keras
+
+    from keras_ict import callbacks as cb
+    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, read_json, save_final, write_json
+    from keras_ict.data import load_dataset
+    from keras_ict.presets import build_trainer
+    from keras_ict.sampling import generate
+
+    if mode == "fresh":
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.json").is_file():
+        write_json(run_dir / "config.json", config)
+
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        trainer, state = load_checkpoint(checkpoint)
+        print(f"resuming from {checkpoint} (step {state['step']})", flush=True)
+    else:
+        keras.utils.set_random_seed(config["seed"])
+        trainer, state = build_trainer(config), {"step": 0, "wall_s": 0.0}
+    step = int(keras.ops.convert_to_numpy(trainer.step))
+    total = config["total_steps"]
+    label_dim = config["label_dim"]
+    seeds = list(range(config["sample_count"]))
+    labels = [s % label_dim for s in seeds] if label_dim else None
+
+    def final_outputs(wall_s):
+        meta = {
+            "preset": config["preset"],
+            "data": str(config["data"]),
+            "dataset_examples": info.get("num_examples"),
+            "steps": int(keras.ops.convert_to_numpy(trainer.step)),
+            "images_seen": int(keras.ops.convert_to_numpy(trainer.step)) * config["batch_size"],
+            "wall_time_s": round(wall_s, 1),
+            "backend": keras.backend.backend(),
+            "keras": keras.__version__,
+            "machine": cb.os_machine(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        samples = {
+            "samples_1step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"],), labels=labels),
+            "samples_2step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"], config["two_step_sigma"]), labels=labels),
+        }
+        return save_final(trainer, run_dir / "final", model_config(config), meta, samples)
+
+    if step >= total:
+        print(f"{run_dir} already finished {step} of {total} steps", flush=True)
+        if not (run_dir / "final" / "model.weights.h5").is_file():
+            print(f"wrote {final_outputs(state.get('wall_s', 0.0))}")
+        return 0
+
+    dataset = load_dataset(
+        config["data"], image_size=image_shape[0], channels=image_shape[2], labels=bool(label_dim),
+        num_classes=label_dim or None, batch_size=config["batch_size"], seed=config["seed"], flip=config["flip"],
+        resize=config["resize"], skip_batches=step,
+    )
+    nan_guard = cb.StopOnNonFinite()
+    logger = cb.StepLogger(run_dir, config["batch_size"], config["log_every"], wall_offset=state.get("wall_s", 0.0))
+    checkpoints = cb.CheckpointAndSample(
+        run_dir, config["checkpoint_every"], config["keep_checkpoints"], seeds, labels, logger, nan_guard,
+        state_fn=lambda: {"wall_s": logger.wall_time(), "images_seen": int(keras.ops.convert_to_numpy(trainer.step)) * config["batch_size"]},
+    )
+    callbacks = [nan_guard, logger, checkpoints]
+    budget_cb = cb.TimeBudget(budget) if budget else None
+    if budget_cb:
+        callbacks.append(budget_cb)
+    if args.stop_at_step:
+        callbacks.append(cb.StopAtStep(args.stop_at_step))
+    verbose = 1 if sys.stdout.isatty() else 2
+    print(f"training {config['preset']} on {keras.backend.backend()}: steps {step} -> {total}, batch {config['batch_size']}, run dir {run_dir}", flush=True)
+    trainer.fit(dataset, epochs=1, steps_per_epoch=total - step, callbacks=callbacks, verbose=verbose if verbose == 1 else 0)
+
+    step = int(keras.ops.convert_to_numpy(trainer.step))
+    if nan_guard.bad_step is not None:
+        last = latest_checkpoint(run_dir)
+        print(
+            f"keras-ict: error: the loss became NaN/Inf at step {nan_guard.bad_step}; training stopped. "
+            f"Last good checkpoint: {last if last else 'none'}",
+            file=sys.stderr,
+        )
+        return 1
+    if step < total:
+        reason = "time budget" if budget_cb and budget_cb.expired else "stop requested"
+        print(f"stopped at step {step} of {total} ({reason}); run the same command again to resume", flush=True)
+        return 0
+    final = final_outputs(logger.wall_time())
+    print(f"finished {step} steps; model in {final} (load with keras_ict.from_preset({str(final)!r}))", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- sample
+
+
+def cmd_sample(args):
+    select_backend(args.backend)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npz"):
+        raise UserError(f"--out must end in .png or .npz, got {out.name!r}")
+    if args.seeds is not None:
+        seeds = parse_seeds(args.seeds)
+        if args.num is not None and args.num != len(seeds):
+            raise UserError(f"--num {args.num} does not match the {len(seeds)} seeds of --seeds {args.seeds}")
+    else:
+        if args.num is None or args.num < 1:
+            raise UserError("give --num N (>= 1) or --seeds A-B")
+        seeds = list(range(args.num))
+
+    import numpy as np
+
+    from keras_ict.sampling import generate, save_image_grid, to_uint8
+    from keras_ict.zoo import from_preset
+
+    model = from_preset(args.model)
+    if args.sigmas:
+        sigmas = parse_floats(args.sigmas, "--sigmas")
+    else:
+        sigmas = model.sampling.get("sigmas_2step" if args.steps == 2 else "sigmas_1step", [model.sigma_max])
+    labels = None
+    if args.labels is not None:
+        labels = [int(v) for v in parse_floats(args.labels, "--labels")]
+        labels = labels[0] if len(labels) == 1 else labels
+    elif model.conditional:
+        labels = [s % model.label_dim for s in seeds]
+    images = generate(model, seeds, sigmas=sigmas, labels=labels, batch_size=args.batch_size)
+    if out.suffix.lower() == ".png":
+        save_image_grid(images, out, ncols=args.ncols)
+    else:
+        from keras_ict.checkpoint import atomic_write_bytes_npz
+
+        atomic_write_bytes_npz(out, images=to_uint8(images), seeds=np.asarray(seeds), sigmas=np.asarray(sigmas),
+                               labels=np.asarray(labels if labels is not None else []))
+    print(f"wrote {len(seeds)} images to {out}")
+    return 0
+
+
+def cmd_presets(args):
+    from keras_ict.presets import PRESETS
+
+    for name in sorted(PRESETS):
+        print(f"{name:<15} {PRESETS[name]['description']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="keras-ict", description="Improved consistency training in Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train (or resume) a run")
+    train.add_argument("--preset", required=True)
+    train.add_argument("--out", required=True, help="run directory; an existing one with the same config resumes")
+    train.add_argument("--data", help="tfds name, .npz, image folder or .tar.gz (default: the preset's)")
+    train.add_argument("--backend", choices=BACKENDS)
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="total training steps K (sets the curriculum)")
+    length.add_argument("--time-budget", help="stop this invocation after e.g. 45m (resumable)")
+    train.add_argument("--stop-at-step", type=int, help="stop this invocation once the step counter reaches this")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any preset field (repeatable)")
+    train.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
+    train.set_defaults(func=cmd_train)
+
+    sample = sub.add_parser("sample", help="sample a grid PNG or an .npz from a model")
+    sample.add_argument("--model", required=True, help="RUN_DIR/final, a model folder, or a zoo name")
+    sample.add_argument("--num", type=int)
+    sample.add_argument("--seeds")
+    sample.add_argument("--steps", type=int, choices=(1, 2), default=1, help="use the model's 1- or 2-step sigmas")
+    sample.add_argument("--sigmas", help="explicit decreasing sigmas, e.g. 80,0.821")
+    sample.add_argument("--labels", help="class label(s) for a conditional model: one for all or one per seed")
+    sample.add_argument("--batch-size", type=int, default=64)
+    sample.add_argument("--ncols", type=int)
+    sample.add_argument("--backend", choices=BACKENDS)
+    sample.add_argument("--out", required=True)
+    sample.set_defaults(func=cmd_sample)
+
+    presets = sub.add_parser("presets", help="list the training presets")
+    presets.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, ValueError, FileNotFoundError, ImportError) as e:
+        print(f"keras-ict: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("keras-ict: interrupted; the last complete checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
