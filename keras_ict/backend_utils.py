@@ -36,3 +36,28 @@ def concrete_value(x):
         return keras.ops.convert_to_numpy(x)
     except Exception:  # any tracer we did not recognise
         return None
+
+
+def num_replicas():
+    """Replicas in sync under the current tf.distribute strategy (1 elsewhere and on other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def replica_id():
+    """Index of the current tf.distribute replica (0 outside a replica context and on other backends).
+
+    Every replica of a MirroredStrategy runs the same step with the same seed-generator state, so the
+    trainer draws noise for all replicas and keeps this replica's slice; JAX and torch see the global batch.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 0
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return 0
+    return context.replica_id_in_sync_group

@@ -20,7 +20,19 @@ import numpy as np
 from keras import ops
 
 from keras_ict import losses, schedules
+from keras_ict.backend_utils import num_replicas, replica_id
 from keras_ict.parameterization import ConsistencyModel
+
+
+class _BatchMean(keras.losses.Loss):
+    """Mean of per-sample losses through Keras' loss reduction, which also scales by 1 / replicas under
+    tf.distribute (a plain mean returned from compute_loss would make gradients num_replicas too large)."""
+
+    def __init__(self):
+        super().__init__(reduction="sum_over_batch_size", name="batch_mean")
+
+    def call(self, y_true, y_pred):
+        return y_pred
 
 
 @keras.saving.register_keras_serializable(package="keras_ict")
@@ -113,6 +125,7 @@ class ConsistencyTrainer(keras.Model):
         self.noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
         self.num_scales_tracker = LastValue(name="num_scales")
         self.sigma_tracker = keras.metrics.Mean(name="mean_sigma")
+        self._batch_mean = _BatchMean()
 
     def call(self, inputs, training=False):
         # The trainer is not a predictor: its work happens in compute_loss. Sample with `ema_model`.
@@ -141,6 +154,23 @@ class ConsistencyTrainer(keras.Model):
         index = ops.reshape(keras.random.categorical(logits, 1, seed=self.noise_seed), (-1,))
         num_scales = ops.minimum(self.s0 * ops.power(2, ops.cast(stage, "int32")), self.s1) + 1
         return ops.take(sigmas, index), ops.take(sigmas, index + 1), num_scales
+
+    def draw_noise(self, images):
+        """(sigma_i, sigma_{i+1}, N, z) for a batch of images from the trainer's noise stream.
+
+        Under tf.distribute every replica runs the step with the same generator state, so each draws the
+        noise of all replicas and keeps its own slice (elsewhere the replica count is 1 and this is a plain
+        draw): replicas get different noise, and the stream stays one stream.
+        """
+        replicas = num_replicas()
+        batch = ops.shape(images)[0]
+        sigma, sigma_next, num_scales = self.sample_noise_levels(batch * replicas)
+        noise = keras.random.normal((replicas * batch,) + tuple(images.shape[1:]), seed=self.noise_seed)
+        if replicas > 1:
+            rid = replica_id()
+            pick = lambda v: ops.take(ops.reshape(v, (replicas, batch) + tuple(v.shape[1:])), rid, axis=0)  # noqa: E731
+            sigma, sigma_next, noise = pick(sigma), pick(sigma_next), pick(noise)
+        return sigma, sigma_next, num_scales, noise
 
     def consistency_distance(self, images, noise, sigma, sigma_next, labels=None, training=True):
         """Per-sample d(f(x + sigma_{i+1} z, sigma_{i+1}), stopgrad f(x + sigma_i z, sigma_i)) for given noise.
@@ -172,9 +202,9 @@ class ConsistencyTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, labels = self._unpack(x, y)
-        sigma, sigma_next, num_scales = self.sample_noise_levels(ops.shape(images)[0])
-        noise = keras.random.normal(ops.shape(images), seed=self.noise_seed)
-        loss = ops.mean(self.consistency_loss(images, noise, sigma, sigma_next, labels, training=training))
+        sigma, sigma_next, num_scales, noise = self.draw_noise(images)
+        per_sample = self.consistency_loss(images, noise, sigma, sigma_next, labels, training=training)
+        loss = self._batch_mean(ops.zeros_like(per_sample), per_sample)
         self.num_scales_tracker.update_state(num_scales)
         self.sigma_tracker.update_state(ops.mean(sigma_next))
         if training:
