@@ -76,12 +76,13 @@ class StepLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
+        self.writer = None
         try:
+            import tensorboard  # noqa: F401  (tf.summary needs it for its ops)
             import tensorflow as tf
-
-            self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
         except ImportError:
-            self.writer = None
+            return  # TensorBoard logging needs tensorflow + tensorboard; log.csv is always written
+        self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}

@@ -123,7 +123,8 @@ def _check_data(config, model_shape):
     info = dataset_info(config["data"])
     height, width, channels = info["image_shape"]
     res, want_channels = model_shape[0], model_shape[2]
-    if channels not in (want_channels, 1, 3) or (channels != want_channels and config["network_overrides"].get("in_channels")):
+    # Grayscale and RGB convert into each other (repeat / luminance); other mismatches cannot be fed.
+    if channels != want_channels and not {channels, want_channels} <= {1, 3}:
         raise UserError(f"data has {channels} channels but the network expects {want_channels}")
     if (height > res or width > res) and config["resize"] is None:
         raise UserError(f"data images are {height}x{width}, larger than the network's {res}x{res}; add --set resize=area")
