@@ -61,3 +61,44 @@ def replica_id():
     if context is None:
         return 0
     return context.replica_id_in_sync_group
+
+
+STRATEGIES = {"tensorflow": ("mirrored", "multiworker", "tpu"), "jax": ("data-parallel",), "torch": ()}
+
+
+def distribution_scope(name):
+    """A context manager under which a trainer is built (and `fit` then runs) on several devices.
+
+    tensorflow: "mirrored" (all local GPUs/CPUs), "multiworker" (TF_CONFIG), "tpu"; jax: "data-parallel"
+    (all devices; on several hosts call jax.distributed.initialize first, which setting
+    KERAS_ICT_JAX_DISTRIBUTED=1 does here). None gives a no-op context.
+    """
+    import contextlib
+
+    if name is None:
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if name not in STRATEGIES[backend]:
+        supported = ", ".join(STRATEGIES[backend]) or "none (Keras' torch trainer has no multi-device fit)"
+        raise ValueError(f"strategy {name!r} is not available on the {backend} backend; supported: {supported}")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if name == "mirrored":
+            strategy = tf.distribute.MirroredStrategy()
+        elif name == "multiworker":
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            strategy = tf.distribute.TPUStrategy(resolver)
+        return strategy.scope()
+    import os
+
+    import jax
+
+    if os.environ.get("KERAS_ICT_JAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    return contextlib.nullcontext()

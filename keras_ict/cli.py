@@ -144,6 +144,13 @@ def cmd_train(args):
     budget = parse_duration(args.time_budget) if args.time_budget else None
     if args.stop_at_step is not None and args.stop_at_step < 1:
         raise UserError("--stop-at-step must be >= 1")
+    if args.strategy is not None:
+        import keras
+
+        from keras_ict.backend_utils import STRATEGIES
+
+        if args.strategy not in STRATEGIES[keras.backend.backend()]:
+            raise UserError(f"--strategy {args.strategy} is not available on the {keras.backend.backend()} backend")
     mode = _check_run_dir(run_dir, config, args.fresh)
     cls_kwargs = model_config(config)["network"]["config"]
     image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
@@ -153,6 +160,7 @@ def cmd_train(args):
     import keras
 
     from keras_ict import callbacks as cb
+    from keras_ict.backend_utils import distribution_scope
     from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, read_json, save_final, write_json
     from keras_ict.data import load_dataset
     from keras_ict.presets import build_trainer
@@ -165,12 +173,13 @@ def cmd_train(args):
         write_json(run_dir / "config.json", config)
 
     checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is not None:
-        trainer, state = load_checkpoint(checkpoint)
-        print(f"resuming from {checkpoint} (step {state['step']})", flush=True)
-    else:
-        keras.utils.set_random_seed(config["seed"])
-        trainer, state = build_trainer(config), {"step": 0, "wall_s": 0.0}
+    with distribution_scope(args.strategy):
+        if checkpoint is not None:
+            trainer, state = load_checkpoint(checkpoint)
+            print(f"resuming from {checkpoint} (step {state['step']})", flush=True)
+        else:
+            keras.utils.set_random_seed(config["seed"])
+            trainer, state = build_trainer(config), {"step": 0, "wall_s": 0.0}
     step = int(keras.ops.convert_to_numpy(trainer.step))
     total = config["total_steps"]
     label_dim = config["label_dim"]
@@ -315,6 +324,8 @@ def build_parser():
     train.add_argument("--seed", type=int)
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any preset field (repeatable)")
     train.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
+    train.add_argument("--strategy", choices=("mirrored", "multiworker", "tpu", "data-parallel"),
+                       help="multi-device training: mirrored|multiworker|tpu (tensorflow), data-parallel (jax)")
     train.set_defaults(func=cmd_train)
 
     sample = sub.add_parser("sample", help="sample a grid PNG or an .npz from a model")

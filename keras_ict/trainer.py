@@ -41,7 +41,10 @@ class LastValue(keras.metrics.Metric):
 
     def __init__(self, name="last_value", dtype="float32", **kwargs):
         super().__init__(name=name, dtype=dtype, **kwargs)
-        self.value = self.add_variable(shape=(), initializer="zeros", dtype=self.dtype, name="value")
+        # Every replica holds the same value: sum-aggregation (the metric default) would multiply it.
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", dtype=self.dtype, aggregation="only_first_replica", name="value"
+        )
 
     def update_state(self, value):
         self.value.assign(ops.cast(value, self.dtype))

@@ -60,6 +60,7 @@ def test_presets_command(capsys):
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--set", "network_overrides={{\"in_channels\": 2, \"out_channels\": 2}}"], "channels"),
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--stop-at-step", "0"], "--stop-at-step"),
         (["sample", "--model", "{tmp}/nothing", "--num", "4", "--out", "{tmp}/g.png"], "no model folder or zoo entry"),
+        (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--strategy", "tpu" if BACKEND != "tensorflow" else "data-parallel"], "not available on the"),
         (["sample", "--model", "{tmp}/nothing", "--num", "4", "--out", "{tmp}/g.jpg"], "must end in .png or .npz"),
         (["sample", "--model", "{tmp}/nothing", "--seeds", "3-1", "--out", "{tmp}/g.png"], "is empty"),
     ],
@@ -121,3 +122,12 @@ def test_train_resume_equals_uninterrupted_and_sample(tmp_path, shared_dir):
     assert main(["sample", "--model", str(final), "--num", "3", "--out", str(tmp_path / "x.npz")]) == 0
     arrays = np.load(tmp_path / "x.npz")
     assert arrays["images"].shape == (3, 32, 32, 1) and arrays["images"].dtype == np.uint8
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="no multi-device strategy on Keras' torch backend")
+def test_train_with_strategy_flag(tmp_path, shared_dir):
+    strategy = "mirrored" if BACKEND == "tensorflow" else "data-parallel"
+    data = shared_dir / "datasets" / "mnist_small.npz"
+    proc = run_cli(tiny_args(data, tmp_path / "run", "--steps", "2", "--strategy", strategy))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "final" / "model.weights.h5").is_file()
