@@ -10,6 +10,7 @@ Every write goes to a temporary name first and is renamed into place, so a kill 
 previous checkpoint (and `latest`) intact.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,21 +19,31 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_text(path, text):
+@contextlib.contextmanager
+def atomic_output(path, suffix=".tmp"):
+    """Yield a temp path beside `path`; on success it is renamed onto `path`, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path, text):
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_json(path, data):
@@ -143,15 +154,5 @@ def atomic_write_bytes_npz(path, **arrays):
     """np.savez to a temp name in the target folder, then rename."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -67,47 +67,28 @@ PRESETS = {
         huber_c=0.06,
         two_step_sigma=1.526,
     ),
-    "mnist": dict(
-        _COMMON,
-        description="CPU-sized: small NCSN++ on MNIST padded to 32x32, unconditional.",
-        network="ncsnpp_mnist_small",
-        dropout=0.1,
-        data="mnist",
-        batch_size=32,
-        learning_rate=2e-4,
-        total_steps=5000,
-        ema_decay=0.999,
-        log_every=50,
-        checkpoint_every=500,
-    ),
-    "mnist-cond": dict(
-        _COMMON,
-        description="CPU-sized: small NCSN++ on MNIST padded to 32x32, class-conditional (10 classes).",
-        network="ncsnpp_mnist_small",
-        dropout=0.1,
-        label_dim=10,
-        data="mnist",
-        batch_size=32,
-        learning_rate=2e-4,
-        total_steps=5000,
-        ema_decay=0.999,
-        log_every=50,
-        checkpoint_every=500,
-    ),
-    "cifar10-small": dict(
-        _COMMON,
-        description="CPU-sized: small NCSN++ on CIFAR-10 32x32, unconditional.",
-        network="ncsnpp_small",
-        dropout=0.1,
-        flip=True,
-        batch_size=32,
-        learning_rate=2e-4,
-        total_steps=5000,
-        ema_decay=0.999,
-        log_every=50,
-        checkpoint_every=500,
-    ),
 }
+
+# CPU-sized recipes share everything but the data, channels and labels.
+_CPU = dict(
+    _COMMON,
+    network="ncsnpp_mnist_small",
+    dropout=0.1,
+    data="mnist",
+    batch_size=32,
+    learning_rate=2e-4,
+    total_steps=5000,
+    ema_decay=0.999,
+    log_every=50,
+    checkpoint_every=500,
+)
+PRESETS["mnist"] = dict(_CPU, description="CPU-sized: small NCSN++ on MNIST padded to 32x32, unconditional.")
+PRESETS["mnist-cond"] = dict(
+    _CPU, description="CPU-sized: small NCSN++ on MNIST padded to 32x32, class-conditional (10 classes).", label_dim=10
+)
+PRESETS["cifar10-small"] = dict(
+    _CPU, description="CPU-sized: small NCSN++ on CIFAR-10 32x32, unconditional.", network="ncsnpp_small", data="cifar10", flip=True
+)
 
 _PAPER = "Song & Dhariwal 2024"
 PRESET_SOURCES = {

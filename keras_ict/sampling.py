@@ -6,9 +6,6 @@ sigma: x = x0 + sqrt(sigma^2 - sigma_min^2) z, x0 = f(x, sigma). All noise for i
 and the same on every backend for the same weights (EDM's StackedRandomGenerator idea).
 """
 
-import os
-import tempfile
-
 import numpy as np
 
 
@@ -144,21 +141,10 @@ def save_image_grid(images, path, ncols=None):
     """Write a PNG grid of images ([-1, 1] floats or uint8); written to a temp name and renamed."""
     from PIL import Image
 
+    from keras_ict.checkpoint import atomic_output
+
     grid = image_grid(images, ncols)
     mode_image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".png") as tmp:
         mode_image.save(tmp, format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path

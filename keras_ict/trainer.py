@@ -129,6 +129,7 @@ class ConsistencyTrainer(keras.Model):
         self.num_scales_tracker = LastValue(name="num_scales")
         self.sigma_tracker = keras.metrics.Mean(name="mean_sigma")
         self._batch_mean = _BatchMean()
+        self.built = True  # every weight exists now (call() creates none), so saving before fit is complete
 
     def call(self, inputs, training=False):
         # The trainer is not a predictor: its work happens in compute_loss. Sample with `ema_model`.
