@@ -65,11 +65,11 @@ class StepLogger(keras.callbacks.Callback):
     Columns: step, images_seen, wall_s, loss (mean over the interval), num_scales, mean_sigma.
     """
 
-    def __init__(self, run_dir, batch_size, every, stop_check=None, wall_offset=0.0):
+    def __init__(self, run_dir, batch_size, every, wall_offset=0.0, print_rows=False):
         super().__init__()
         self.run_dir, self.batch_size, self.every = Path(run_dir), int(batch_size), int(every)
         self.wall_offset, self.start = float(wall_offset), None
-        self.losses, self.writer, self.stop_check = [], None, stop_check
+        self.losses, self.writer, self.print_rows = [], None, print_rows
 
     def wall_time(self):
         return self.wall_offset + (time.monotonic() - self.start if self.start else 0.0)
@@ -101,6 +101,9 @@ class StepLogger(keras.callbacks.Callback):
             "mean_sigma": float(logs.get("mean_sigma", np.nan)),
         }
         self.losses = []
+        if self.print_rows:  # no progress bar when stdout is not a terminal: one line per logged interval
+            print(f"step {step:8d}  loss {row['loss']:.4f}  N {row['num_scales']:5d}  mean sigma {row['mean_sigma']:.3f}  "
+                  f"{row['wall_s']:8.1f}s", flush=True)
         path = self.run_dir / "log.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:

@@ -217,7 +217,9 @@ def cmd_train(args):
         resize=config["resize"], skip_batches=step,
     )
     nan_guard = cb.StopOnNonFinite()
-    logger = cb.StepLogger(run_dir, config["batch_size"], config["log_every"], wall_offset=state.get("wall_s", 0.0))
+    verbose = 1 if sys.stdout.isatty() else 0
+    logger = cb.StepLogger(run_dir, config["batch_size"], config["log_every"], wall_offset=state.get("wall_s", 0.0),
+                           print_rows=not verbose)
     checkpoints = cb.CheckpointAndSample(
         run_dir, config["checkpoint_every"], config["keep_checkpoints"], seeds, labels, logger, nan_guard,
         state_fn=lambda: {"wall_s": logger.wall_time(), "images_seen": int(keras.ops.convert_to_numpy(trainer.step)) * config["batch_size"]},
@@ -228,9 +230,8 @@ def cmd_train(args):
         callbacks.append(budget_cb)
     if args.stop_at_step:
         callbacks.append(cb.StopAtStep(args.stop_at_step))
-    verbose = 1 if sys.stdout.isatty() else 2
     print(f"training {config['preset']} on {keras.backend.backend()}: steps {step} -> {total}, batch {config['batch_size']}, run dir {run_dir}", flush=True)
-    trainer.fit(dataset, epochs=1, steps_per_epoch=total - step, callbacks=callbacks, verbose=verbose if verbose == 1 else 0)
+    trainer.fit(dataset, epochs=1, steps_per_epoch=total - step, shuffle=False, callbacks=callbacks, verbose=verbose)
 
     step = int(keras.ops.convert_to_numpy(trainer.step))
     if nan_guard.bad_step is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,9 @@ def _load_torchscript_state(path: Path) -> dict:
             "Converting the FID Inception weights from a TorchScript .pt file requires torch "
             "(pip install torch). Alternatively pass weights= a converted .weights.h5 file."
         ) from e
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated in recent torch
+        module = torch.jit.load(str(path), map_location="cpu").eval()
     return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in module.state_dict().items()}
 
 
@@ -109,6 +112,7 @@ def _atomic_save_weights(model: keras.Model, path: Path) -> None:
     os.close(fd)
     try:
         model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -126,6 +130,8 @@ def _resolve_weights(weights) -> Path:
     if path.name.endswith(".weights.h5"):
         return path
     digest = _sha256(path)
+    if digest != EXPECTED_SHA256:
+        warnings.warn(f"{path} has sha256 {digest}, not the expected {EXPECTED_SHA256}; converting it anyway")
     cached = cache_dir() / f"inception-2015-12-05-{digest}.weights.h5"
     if cached.is_file():
         return cached
@@ -143,7 +149,9 @@ def _resolve_weights(weights) -> Path:
 
 def _conv(x, name, filters, kernel, stride=1, padding="valid"):
     # Layer names encode the TorchScript path ("." -> "__") used by the weight conversion.
-    x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=True, name=name)(x)
+    x = layers.Conv2D(
+        filters, kernel, strides=stride, padding=padding, use_bias=True, kernel_initializer="zeros", name=name
+    )(x)  # zeros: weights are always loaded; avoids slow random init (jax compiles one per shape)
     return layers.ReLU(name=name + "__relu")(x)
 
 
