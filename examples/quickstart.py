@@ -30,7 +30,7 @@ def main():
     model = keras_ict.ConsistencyModel(network_from_preset("ncsnpp_mnist_small"))
     trainer = keras_ict.ConsistencyTrainer(model, total_steps=args.steps, ema_decay=0.999)
     trainer.compile(optimizer=keras_ict.optimizers.RAdam(2e-4))
-    trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps)
+    trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps, shuffle=False)  # the pipeline shuffles
 
     out = Path(args.out)
     for steps, sigmas in ((1, (80.0,)), (2, (80.0, 0.821))):
