@@ -26,7 +26,6 @@ def images(n):
 
 def keras_worker(args):
     import keras
-    import numpy as np
 
     from keras_ict import fid
 

@@ -161,7 +161,7 @@ def cmd_train(args):
 
     from keras_ict import callbacks as cb
     from keras_ict.backend_utils import distribution_scope
-    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, read_json, save_final, write_json
+    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final, write_json
     from keras_ict.data import load_dataset
     from keras_ict.presets import build_trainer
     from keras_ict.sampling import generate

@@ -575,7 +575,7 @@ def _stream_pipeline(ds, n, channels, s, origin):
         if height is None or width is None:
             raise ValueError(f"{origin} images vary in size; pass resize='area', 'bilinear' or 'nearest'")
         _check_fits(height, width, s, origin)
-    bs, size, seed = s["batch_size"], s["image_size"], s["seed"]
+    bs, seed = s["batch_size"], s["seed"]
     num_classes = s["num_classes"]
 
     def fit(image, label):
