@@ -18,8 +18,9 @@ _ATTRIBUTES = {
     "save_image_grid": "keras_ict.sampling",
     "to_uint8": "keras_ict.sampling",
     "from_preset": "keras_ict.zoo",
+    "compute_fid": "keras_ict.evaluation",
 }
-_SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "losses", "networks", "optimizers", "presets", "schedules", "zoo")
+_SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "evaluation", "export", "fid", "losses", "networks", "optimizers", "presets", "schedules", "zoo")
 
 __all__ = sorted(list(_ATTRIBUTES) + list(_SUBMODULES))
 

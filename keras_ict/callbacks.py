@@ -1,4 +1,4 @@
-"""Training callbacks: step logging (CSV, TensorBoard), checkpoints with sample grids, NaN stop, time budget."""
+"""Training callbacks: step logging (CSV, TensorBoard), checkpoints with sample grids, FID, NaN stop, time budget."""
 
 import csv
 import math
@@ -160,6 +160,97 @@ class CheckpointAndSample(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.save()
+
+
+class FIDMonitor(keras.callbacks.Callback):
+    """Every `every` steps and at the end of training: FID of the EMA model from `num` images.
+
+    Logged as `fid{num}_{steps}step` (e.g. `fid1k_2step`), never as plain "FID": a small sample count biases
+    FID upwards, so these values track progress and are not comparable with FID-50k. Rows go to
+    `RUN_DIR/fid.csv` (step, metric, fid, num, seeds, sigmas) and to TensorBoard when a `StepLogger` with a
+    writer is given. Reference statistics are computed (or read from the cache) when training begins.
+
+    Args:
+        run_dir: the run folder (fid.csv is appended there); None keeps results only in `history`.
+        ref: a statistics `.npz` or a dataset source (see `keras_ict.evaluation.reference_statistics`).
+        every: evaluate when the trainer's step counter is a multiple of this.
+        num: generated images per evaluation (seeds seed_start .. seed_start + num - 1, the same every time).
+        sigmas: {steps: [sigmas]} to evaluate, e.g. {1: [80.0], 2: [80.0, 0.821]}.
+        ref_kwargs: passed to `reference_statistics` (split, resize, num, ...).
+    """
+
+    def __init__(self, run_dir, ref, every, num=1000, sigmas=None, seed_start=0, batch_size=64, logger=None,
+                 weights=None, ref_kwargs=None, progress=False):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        if int(num) < 2:
+            raise ValueError(f"num must be >= 2 (FID needs a covariance), got {num}")
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.ref, self.every, self.num = ref, int(every), int(num)
+        self.sigmas = dict(sigmas) if sigmas else None
+        self.seed_start, self.batch_size, self.logger = int(seed_start), int(batch_size), logger
+        self.weights, self.ref_kwargs, self.progress = weights, dict(ref_kwargs or {}), progress
+        self.reference, self.history, self.last_step = None, {}, None
+
+    def on_train_begin(self, logs=None):
+        from keras_ict.evaluation import reference_statistics
+
+        ema = self.model.ema_model
+        if self.sigmas is None:
+            self.sigmas = {1: [float(ema.sigma_max)]}
+        if self.reference is None:
+            size, _, channels = (int(v) for v in ema.image_shape)
+            kwargs = dict(dict(image_size=size, channels=channels), **self.ref_kwargs)
+            mu, sigma, _ = reference_statistics(self.ref, weights=self.weights, batch_size=self.batch_size,
+                                                progress=self.progress, **kwargs)
+            self.reference = (mu, sigma)
+
+    def evaluate(self):
+        """Computes and records FID for every entry of `sigmas` at the current step; returns {metric: fid}."""
+        from keras_ict import fid
+        from keras_ict.evaluation import generated_statistics, metric_name
+
+        step = _step(self.model)
+        results = {}
+        for steps, sigmas in sorted(self.sigmas.items()):
+            mu, sigma = generated_statistics(self.model.ema_model, num=self.num, sigmas=sigmas,
+                                             seed_start=self.seed_start, batch_size=self.batch_size,
+                                             weights=self.weights, progress=self.progress)
+            value = fid.frechet_distance(mu, sigma, *self.reference)
+            name = metric_name(self.num, len(sigmas))
+            results[name] = value
+            self.history.setdefault(name, []).append((step, value))
+            self._record(step, name, value, sigmas)
+        self.last_step = step
+        return results
+
+    def _record(self, step, name, value, sigmas):
+        if self.run_dir is not None:
+            path = self.run_dir / "fid.csv"
+            new = not path.exists()
+            with open(path, "a", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(["step", "metric", "fid", "num", "seeds", "sigmas"])
+                seeds = f"{self.seed_start}-{self.seed_start + self.num - 1}"
+                writer.writerow([step, name, f"{value:.6g}", self.num, seeds, " ".join(f"{s:g}" for s in sigmas)])
+        print(f"step {step:8d}  {name} {value:.3f}", flush=True)
+        writer = getattr(self.logger, "writer", None)
+        if writer is not None:
+            import tensorflow as tf
+
+            with writer.as_default(step=step):
+                tf.summary.scalar(name, value)
+            writer.flush()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if _step(self.model) % self.every == 0:
+            self.evaluate()
+
+    def on_train_end(self, logs=None):
+        if self.reference is not None and _step(self.model) != self.last_step:
+            self.evaluate()
 
 
 def os_machine():

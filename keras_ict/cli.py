@@ -2,6 +2,8 @@
 
     keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --out runs/mnist [--time-budget 45m]
     keras-ict sample --model runs/mnist/final --seeds 0-63 --sigmas 80,0.821 --out grid.png
+    keras-ict fid --model runs/mnist/final --ref fid_refs/mnist-train-32px.npz --num 10000 --steps 1,2
+    keras-ict fid-ref --data ../shared/datasets/mnist.npz --preset mnist --out fid_refs/mnist-train-32px.npz
     keras-ict presets
 
 User errors print one line `keras-ict: error: ...` and exit with status 2, before any file is written.
@@ -155,6 +157,8 @@ def cmd_train(args):
     cls_kwargs = model_config(config)["network"]["config"]
     image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
     info = _check_data(config, image_shape)
+    if config["fid_every"] and config["fid_ref"]:
+        _check_ref(str(config["fid_ref"]))
 
     # Input is valid: from here on files are written.
     import keras
@@ -230,6 +234,13 @@ def cmd_train(args):
         callbacks.append(budget_cb)
     if args.stop_at_step:
         callbacks.append(cb.StopAtStep(args.stop_at_step))
+    if config["fid_every"]:
+        two_step = [config["sigma_max"], config["two_step_sigma"]]
+        callbacks.append(cb.FIDMonitor(
+            run_dir, config["fid_ref"] or config["data"], config["fid_every"], num=config["fid_num"],
+            sigmas={s: ([config["sigma_max"]] if s == 1 else two_step) for s in config["fid_steps"]},
+            logger=logger, ref_kwargs={"resize": config["resize"]},
+        ))
     print(f"training {config['preset']} on {keras.backend.backend()}: steps {step} -> {total}, batch {config['batch_size']}, run dir {run_dir}", flush=True)
     trainer.fit(dataset, epochs=1, steps_per_epoch=total - step, shuffle=False, callbacks=callbacks, verbose=verbose)
 
@@ -296,6 +307,137 @@ def cmd_sample(args):
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ fid
+
+
+def _parse_steps(text):
+    steps = sorted({int(v) for v in parse_floats(text, "--steps")})
+    if not steps or any(s not in (1, 2) for s in steps):
+        raise UserError(f"--steps must be 1, 2 or 1,2, got {text!r}")
+    return steps
+
+
+def _check_ref(ref):
+    path = Path(ref).expanduser()
+    if path.suffix == ".npz" and not path.exists():
+        raise UserError(f"--ref {ref}: file not found")
+    if path.exists() or ref.startswith("tfds:"):
+        return
+    from keras_ict.data import KNOWN_TFDS_NAMES
+
+    if ref not in KNOWN_TFDS_NAMES:
+        raise UserError(f"--ref {ref!r} is neither a statistics .npz, a dataset path nor a TFDS name (tfds:NAME)")
+
+
+def cmd_fid(args):
+    select_backend(args.backend)
+    if args.num < 2:
+        raise UserError(f"--num must be >= 2 (FID needs a covariance), got {args.num}")
+    if args.seed_start < 0:
+        raise UserError("--seed-start must be >= 0")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    steps = _parse_steps(args.steps) if args.sigmas is None else [None]
+    sigmas = parse_floats(args.sigmas, "--sigmas") if args.sigmas else None
+    if args.out is not None and Path(args.out).suffix.lower() != ".json":
+        raise UserError(f"--out must end in .json, got {Path(args.out).name!r}")
+    _check_ref(args.ref)
+
+    from keras_ict.checkpoint import write_json
+    from keras_ict.evaluation import compute_fid, resolve_sigmas
+    from keras_ict.zoo import from_preset
+
+    model = from_preset(args.model)
+    for step in steps:  # fail on a missing two-step sigma before any feature is computed
+        resolve_sigmas(model, step, sigmas)
+    results = []
+    for step in steps:
+        result = compute_fid(
+            model, args.ref, num=args.num, steps=step or 1, sigmas=sigmas, seed_start=args.seed_start,
+            batch_size=args.batch_size, weights=args.weights, split=args.split, resize=args.resize,
+        )
+        result["model"] = str(args.model)
+        results.append(result)
+        print(f"{result['metric']} {result['fid']:.4f}  (model {args.model}, seeds {result['seeds']}, sigmas "
+              f"{result['sigmas']}, ref {args.ref}, {result['backend']}, {result['wall_s']} s)", flush=True)
+    if args.out:
+        write_json(Path(args.out), {"results": results})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_fid_ref(args):
+    select_backend(args.backend)
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"--out must end in .npz, got {out.name!r}")
+    if args.num is not None and args.num < 2:
+        raise UserError(f"--num must be >= 2 (FID needs a covariance), got {args.num}")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    image_size, channels, resize = args.image_size, args.channels, args.resize
+    if args.preset is not None:
+        from keras_ict.presets import model_config, resolve_config
+
+        config = resolve_config(args.preset, {})
+        net = model_config(config)["network"]["config"]
+        image_size = image_size or net["img_resolution"]
+        channels = channels or net["in_channels"]
+        resize = resize or config["resize"]
+    if not Path(args.data).expanduser().exists() and not args.data.startswith("tfds:"):
+        from keras_ict.data import KNOWN_TFDS_NAMES
+
+        if args.data not in KNOWN_TFDS_NAMES:
+            raise UserError(f"--data {args.data!r}: no such file or folder, and not a TFDS name (tfds:NAME)")
+
+    from keras_ict import fid
+    from keras_ict.evaluation import reference_statistics
+
+    start = time.monotonic()
+    mu, sigma, info = reference_statistics(
+        args.data, split=args.split, image_size=image_size, channels=channels, resize=resize, num=args.num,
+        weights=args.weights, batch_size=args.batch_size,
+    )
+    meta = {k: v for k, v in info.items() if k not in ("ref", "ref_sha256", "cached")}
+    flags = [f"--data {args.data}", f"--split {args.split}"] + [
+        f"--{name.replace('_', '-')} {getattr(args, name)}"
+        for name in ("num", "preset", "image_size", "channels", "resize") if getattr(args, name) is not None
+    ]
+    meta["command"] = "keras-ict fid-ref " + " ".join(flags) + f" --out {out.name}"
+    fid.save_statistics(out, mu, sigma, metadata=meta)
+    print(f"wrote {out} ({info['num_images']} images of {args.data} [{args.split}], "
+          f"{info['image_size']}x{info['image_size']}x{info['channels']}, sha256 {fid._sha256(out)}, "
+          f"{time.monotonic() - start:.0f} s)", flush=True)
+    return 0
+
+
+def cmd_export(args):
+    select_backend(args.backend)
+    from keras_ict.export import FORMATS
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if not formats or any(f not in FORMATS for f in formats):
+        raise UserError(f"--formats must list {' and/or '.join(FORMATS)}, got {args.formats!r}")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"--out {out} exists; add --overwrite to replace it")
+    model = Path(args.model)
+    if not (model.is_dir() or (model.suffix == ".keras" and model.is_file())):
+        from keras_ict.zoo import list as zoo_list
+
+        if args.model not in zoo_list():
+            raise UserError(f"--model {args.model!r} is neither a model folder, a .keras file nor a zoo entry")
+
+    from keras_ict.export import export
+
+    report = export(args.model, out, formats=formats, two_step_sigma=args.two_step_sigma, overwrite=args.overwrite)
+    errors = ", ".join(
+        f"{name} {fmt} {err:.1e}" for name, e in report["endpoints"].items() for fmt, err in e["max_abs_error_vs_keras"].items()
+    )
+    print(f"exported {args.model} to {out} ({', '.join(report['formats'])}); max abs error vs Keras: {errors}", flush=True)
+    return 0
+
+
 def cmd_presets(args):
     from keras_ict.presets import PRESETS
 
@@ -342,6 +484,44 @@ def build_parser():
     sample.add_argument("--out", required=True)
     sample.set_defaults(func=cmd_sample)
 
+    fid_p = sub.add_parser("fid", help="FID of a model against reference statistics or a dataset")
+    fid_p.add_argument("--model", required=True, help="RUN_DIR/final, a model folder, or a zoo name")
+    fid_p.add_argument("--ref", required=True, help="statistics .npz (mu, sigma), or a dataset (path or tfds:NAME)")
+    fid_p.add_argument("--num", type=int, default=50_000, help="generated images (default 50000, the standard)")
+    fid_p.add_argument("--steps", default="1", help="1, 2 or 1,2: the model's one- and/or two-step sigmas")
+    fid_p.add_argument("--sigmas", help="explicit decreasing sigmas instead of --steps, e.g. 80,0.821")
+    fid_p.add_argument("--seed-start", type=int, default=0, help="first seed; image i uses seed start+i")
+    fid_p.add_argument("--split", default="train", help="dataset split when --ref is a dataset")
+    fid_p.add_argument("--resize", choices=("bilinear", "area", "nearest"), help="resize dataset images")
+    fid_p.add_argument("--batch-size", type=int, default=64)
+    fid_p.add_argument("--weights", help="Inception weights (.pt or converted .weights.h5); default shared/fid")
+    fid_p.add_argument("--backend", choices=BACKENDS)
+    fid_p.add_argument("--out", help="also write the results with their protocol to this .json")
+    fid_p.set_defaults(func=cmd_fid)
+
+    ref_p = sub.add_parser("fid-ref", help="FID reference statistics (mu, sigma) of a dataset split")
+    ref_p.add_argument("--data", required=True, help=".npz, image folder, .tar.gz or tfds:NAME")
+    ref_p.add_argument("--out", required=True, help="statistics file to write (.npz)")
+    ref_p.add_argument("--split", default="train")
+    ref_p.add_argument("--num", type=int, help="use only the first N images (default: all)")
+    ref_p.add_argument("--preset", help="take image size, channels and resizing from a training preset")
+    ref_p.add_argument("--image-size", type=int, help="pad/resize to this size (default: the images' own)")
+    ref_p.add_argument("--channels", type=int, choices=(1, 3))
+    ref_p.add_argument("--resize", choices=("bilinear", "area", "nearest"))
+    ref_p.add_argument("--batch-size", type=int, default=64)
+    ref_p.add_argument("--weights", help="Inception weights (.pt or converted .weights.h5); default shared/fid")
+    ref_p.add_argument("--backend", choices=BACKENDS)
+    ref_p.set_defaults(func=cmd_fid_ref)
+
+    exp = sub.add_parser("export", help="export a model to TF SavedModel and ONNX (verified against Keras)")
+    exp.add_argument("--model", required=True, help="RUN_DIR/final, a model folder, a zoo name or a .keras file")
+    exp.add_argument("--out", required=True, help="output folder (created; written atomically)")
+    exp.add_argument("--formats", default="saved_model,onnx", help="saved_model and/or onnx (comma-separated)")
+    exp.add_argument("--two-step-sigma", type=float, help="intermediate sigma of generate_2step (default: the model's)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    exp.add_argument("--backend", choices=BACKENDS)
+    exp.set_defaults(func=cmd_export)
+
     presets = sub.add_parser("presets", help="list the training presets")
     presets.set_defaults(func=cmd_presets)
     return parser
@@ -352,7 +532,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, ValueError, FileNotFoundError, ImportError) as e:
+    except (UserError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"keras-ict: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

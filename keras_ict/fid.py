@@ -402,15 +402,25 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
-def save_statistics(path, mu, sigma) -> None:
-    """Writes `mu`, `sigma` to an .npz file (EDM's reference-statistics format), atomically."""
+def save_statistics(path, mu, sigma, metadata=None) -> None:
+    """Writes `mu`, `sigma` to an .npz file (EDM's reference-statistics format), atomically.
+
+    `metadata` (a JSON-serialisable dict: how the statistics were made) is stored as an extra string entry
+    `metadata`; readers of EDM's format ignore it.
+    """
     mu, sigma = _check_stats(mu, sigma, "")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if metadata is not None:
+        import json
+
+        extra["metadata"] = np.asarray(json.dumps(metadata, sort_keys=True))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma)
+            np.savez(f, mu=mu, sigma=sigma, **extra)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -419,12 +429,31 @@ def save_statistics(path, mu, sigma) -> None:
 
 def load_statistics(path):
     """Reads (mu, sigma) float64 from an .npz file with keys `mu` and `sigma` (allow_pickle=False)."""
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"FID statistics file {path} does not exist") from None
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable FID statistics .npz file ({e})") from None
+    with data:
         missing = [k for k in ("mu", "sigma") if k not in data.files]
         if missing:
             raise ValueError(f"{path}: FID statistics file lacks key(s) {missing} (has {data.files})")
-        mu, sigma = data["mu"], data["sigma"]
+        try:
+            mu, sigma = data["mu"], data["sigma"]
+        except ValueError as e:
+            raise ValueError(f"{path}: cannot read mu/sigma without pickles ({e})") from None
     try:
         return _check_stats(mu, sigma, "")
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
+
+
+def read_statistics_metadata(path) -> dict:
+    """The `metadata` dict stored by `save_statistics` ({} for files without one, e.g. EDM's)."""
+    import json
+
+    with np.load(path, allow_pickle=False) as data:
+        if "metadata" not in data.files:
+            return {}
+        return json.loads(str(data["metadata"]))

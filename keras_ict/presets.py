@@ -39,6 +39,10 @@ _COMMON = {
     "checkpoint_every": 5000,
     "keep_checkpoints": 2,
     "sample_count": 64,
+    "fid_every": 0,  # > 0: FID of the EMA model every this many steps (logged as fid{num}_{steps}step)
+    "fid_num": 1000,  # generated images per training-time FID
+    "fid_ref": None,  # statistics .npz or dataset; None: the training data's train split
+    "fid_steps": [1, 2],  # one- and/or two-step sampling
 }
 
 PRESETS = {
@@ -113,7 +117,10 @@ PRESET_SOURCES = {
 }
 
 # Fields that only say how long or how loudly to train: changing them keeps a run directory resumable.
-RUN_LENGTH_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "sample_count", "description")
+RUN_LENGTH_FIELDS = (
+    "log_every", "checkpoint_every", "keep_checkpoints", "sample_count", "description",
+    "fid_every", "fid_num", "fid_ref", "fid_steps",
+)
 
 
 def preset_names():
@@ -148,6 +155,12 @@ def _coerce(key, value, default):
         if not isinstance(value, dict):
             raise ValueError(f"{key} must be a JSON object, got {value!r}")
         return value
+    if isinstance(default, list):
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            return [int(v) for v in items if str(v).strip()]
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a comma-separated list of integers, got {value!r}") from None
     try:
         if isinstance(default, int):
             as_float = float(value)
@@ -161,6 +174,12 @@ def _coerce(key, value, default):
 
 
 def _validate(config):
+    if config["fid_every"] < 0:
+        raise ValueError(f"fid_every must be >= 0 (0 turns training-time FID off), got {config['fid_every']}")
+    if config["fid_num"] < 2:
+        raise ValueError(f"fid_num must be >= 2 (FID needs a covariance), got {config['fid_num']}")
+    if not config["fid_steps"] or any(s not in (1, 2) for s in config["fid_steps"]):
+        raise ValueError(f"fid_steps must list 1 and/or 2, got {config['fid_steps']}")
     for key in ("batch_size", "total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_count"):
         if config[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {config[key]}")

@@ -1,0 +1,203 @@
+"""Turn a finished run into a zoo entry: FID 1-/2-step, exports, sample grids, metadata and a model card.
+
+    python scripts/zoo/publish.py mnist --run runs/zoo/mnist --ref fid_refs/mnist-train-32px.npz --num 10000 \
+        --dataset "MNIST train (../shared/datasets/mnist.npz, lossless, official pixels)" \
+        --command "scripts/zoo/train_mnist.sh"
+
+Writes zoo/NAME/ through a temporary folder renamed at the end: config.json, model.weights.h5 (EMA),
+saved_model/, model.onnx, generate_2step.onnx, denoise.onnx, export.json, samples.png (1-step grid on top,
+2-step below), metadata.json (sha256 of every file) and README.md (the card). `--fid-json` reuses results of an
+earlier `keras-ict fid --out` instead of recomputing them.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def files_with_digests(folder):
+    from keras_ict.checkpoint import sha256_file
+
+    return {
+        str(p.relative_to(folder)): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in ("metadata.json",)
+    }
+
+
+def stacked_samples(model, seeds, sigmas_1, sigmas_2, labels):
+    import numpy as np
+
+    from keras_ict.sampling import generate, image_grid
+
+    one = image_grid(generate(model, seeds, sigmas=sigmas_1, labels=labels), ncols=8)
+    two = image_grid(generate(model, seeds, sigmas=sigmas_2, labels=labels), ncols=8)
+    gap = np.full((4, one.shape[1], one.shape[2]), 255, np.uint8)
+    return np.concatenate([one, gap, two], axis=0)
+
+
+def card(name, meta, export_report):
+    fids = "\n".join(
+        f"| {r['metric']} | {r['fid']:.2f} | {r['num']} | {r['seeds']} | {', '.join(f'{s:g}' for s in r['sigmas'])} |"
+        for r in meta["fid"]
+    )
+    errors = ", ".join(
+        f"{ep} {fmt} {err:.1e}"
+        for ep, e in export_report["endpoints"].items()
+        for fmt, err in e["max_abs_error_vs_keras"].items()
+    )
+    ref = meta["fid"][0]["reference"] if meta["fid"] else {}
+    return f"""# keras-ict zoo: `{name}`
+
+{meta['description']}
+
+* **Data:** {meta['dataset']} (file sha256 `{meta['dataset_sha256']}`).
+* **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
+  seen), trained with `{meta['command']}` on {meta['backend']} ({meta['machine']['cpus']} CPU cores, {meta['machine']['platform']}),
+  {meta['wall_time_s'] / 3600:.2f} h wall time.
+* **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}).
+* **Sampling:** one step from sigma {meta['sigmas_1step'][0]:g}; two steps with intermediate sigma {meta['sigmas_2step'][1]:g}.
+
+## FID (Inception-v3 2015-12-05, computed here)
+
+| metric | FID | images | seeds | sigmas |
+| --- | ---: | ---: | --- | --- |
+{fids}
+
+Reference statistics: `{Path(ref.get('ref', '?')).name}` (sha256 `{ref.get('ref_sha256', '?')}`,
+{ref.get('num_images', '?')} images). FID from {meta['fid'][0]['num'] if meta['fid'] else '?'} samples is biased upwards
+relative to FID-50k; compare like with like. Reproduce: `{meta['fid_command']}`.
+
+![samples](samples.png)
+
+`samples.png`: seeds 0-{len(meta['sample_seeds']) - 1}, one step (top) and two steps (bottom).
+
+## Use
+
+```python
+import keras_ict
+model = keras_ict.from_preset("{name}")          # checks every file's sha256
+images = keras_ict.generate(model, seeds=range(16){', labels=[3] * 16' if meta['label_dim'] else ''})  # [-1, 1] NHWC
+```
+
+Without keras-ict: `python examples/onnx_generate.py --model zoo/{name}` (onnxruntime) or
+`python examples/savedmodel_generate.py --model zoo/{name}` (TensorFlow). Exports checked against Keras (max abs
+error): {errors}.
+
+## Limits
+
+{meta['limits']}
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("--run", required=True, help="the run directory (its final/ is published)")
+    parser.add_argument("--ref", required=True, help="FID reference statistics .npz")
+    parser.add_argument("--num", type=int, default=10_000, help="images per FID")
+    parser.add_argument("--fid-json", help="results of `keras-ict fid --out` to reuse")
+    parser.add_argument("--dataset", required=True, help="what the data is, for the card")
+    parser.add_argument("--command", required=True, help="the committed command that trained it")
+    parser.add_argument("--limits", default="A small CPU-trained model: far from the paper's scale and quality.")
+    parser.add_argument("--zoo", default=str(REPO / "zoo"))
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    from keras_ict.checkpoint import read_json, sha256_file, write_json
+    from keras_ict.evaluation import compute_fid
+    from keras_ict.export import export
+    from keras_ict.zoo import from_preset
+
+    final = Path(args.run) / "final"
+    run_config = read_json(Path(args.run) / "config.json")
+    model = from_preset(final)
+    config = read_json(final / "config.json")
+    train_meta = read_json(final / "metadata.json")
+    sampling = config["sampling"]
+    if args.fid_json:
+        results = json.loads(Path(args.fid_json).read_text())["results"]
+    else:
+        results = [compute_fid(model, args.ref, num=args.num, steps=s) for s in (1, 2)]
+        for r in results:
+            print(f"{r['metric']} {r['fid']:.3f}", flush=True)
+
+    zoo = Path(args.zoo)
+    zoo.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.name}.", dir=zoo))
+    try:
+        export(final, tmp / "export")
+        for item in (tmp / "export").iterdir():
+            os.replace(item, tmp / item.name)
+        (tmp / "export").rmdir()
+        export_report = json.loads((tmp / "export.json").read_text())
+        shutil.copy2(final / "config.json", tmp / "config.json")
+        shutil.copy2(final / "model.weights.h5", tmp / "model.weights.h5")
+        seeds = list(range(64))
+        labels = [s % model.label_dim for s in seeds] if model.conditional else None
+        from PIL import Image
+
+        Image.fromarray(np.squeeze(stacked_samples(model, seeds, sampling["sigmas_1step"], sampling["sigmas_2step"], labels))).save(tmp / "samples.png")
+        data_path = Path(str(run_config["data"]))
+        meta = {
+            "name": args.name,
+            "description": run_config["description"],
+            "preset": run_config["preset"],
+            "dataset": args.dataset,
+            "data": str(run_config["data"]),
+            "dataset_sha256": sha256_file(data_path) if data_path.is_file() else None,
+            "dataset_examples": train_meta.get("dataset_examples"),
+            "network": run_config["network"],
+            "params": int(sum(np.prod(w.shape) for w in model.weights)),
+            "label_dim": int(model.label_dim),
+            "steps": train_meta["steps"],
+            "batch_size": run_config["batch_size"],
+            "images_seen": train_meta["images_seen"],
+            "ema_decay": run_config["ema_decay"],
+            "wall_time_s": train_meta["wall_time_s"],
+            "backend": train_meta["backend"],
+            "keras": train_meta["keras"],
+            "machine": train_meta["machine"],
+            "trained": train_meta["created"],
+            "command": args.command,
+            "sigmas_1step": sampling["sigmas_1step"],
+            "sigmas_2step": sampling["sigmas_2step"],
+            "sample_seeds": seeds,
+            "fid": results,
+            "fid_command": (f"keras-ict fid --model zoo/{args.name} --ref {args.ref} --num {results[0]['num'] if results else args.num} "
+                            "--steps 1,2"),
+            "fid_backend": results[0]["backend"] if results else None,
+            "limits": args.limits,
+            "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "keras_version_at_publish": keras.__version__,
+        }
+        (tmp / "README.md").write_text(card(args.name, meta, export_report))
+        write_json(tmp / "metadata.json", dict(meta, files=files_with_digests(tmp)))
+        os.chmod(tmp, 0o755)
+        target = zoo / args.name
+        if target.exists():
+            old = zoo / f".{args.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    from_preset(zoo / args.name)  # the published entry loads and verifies
+    print(f"published {zoo / args.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

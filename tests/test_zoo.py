@@ -1,0 +1,72 @@
+"""Every zoo entry: files match their sha256, tampering is refused, and its exports match Keras."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from keras_ict import zoo
+from keras_ict.cli import main
+from keras_ict.sampling import generate, seed_noise
+
+ENTRIES = zoo.list()
+
+
+def test_listed_entries_are_folders():
+    for name in ENTRIES:
+        assert (zoo.zoo_dir() / name / "metadata.json").is_file(), name
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_loads_and_documents_itself(name):
+    model = zoo.from_preset(name)
+    folder = zoo.zoo_dir() / name
+    meta = json.loads((folder / "metadata.json").read_text())
+    for key in ("dataset", "dataset_sha256", "preset", "steps", "images_seen", "wall_time_s", "machine", "backend", "fid", "files"):
+        assert meta.get(key) is not None, key
+    assert {r["metric"] for r in meta["fid"]} == {f"fid{meta['fid'][0]['num'] // 1000}k_1step", f"fid{meta['fid'][0]['num'] // 1000}k_2step"}
+    for required in ("config.json", "model.weights.h5", "saved_model/saved_model.pb", "model.onnx", "samples.png", "README.md"):
+        assert required in meta["files"], required
+    assert sum((folder / f).stat().st_size for f in meta["files"]) <= 60 * 2**20
+    assert model.metadata["name"] == name
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_tampered_entry_is_refused(name, tmp_path):
+    copy = tmp_path / name
+    shutil.copytree(zoo.zoo_dir() / name, copy)
+    with open(copy / "model.weights.h5", "r+b") as f:
+        f.seek(-64, 2)
+        byte = f.read(1)
+        f.seek(-64, 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ValueError, match="model.weights.h5 does not match its sha256"):
+        zoo.from_preset(copy)
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_exports_match_keras(name):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tensorflow")
+    from keras_ict.export import load_onnx, load_saved_model
+
+    model = zoo.from_preset(name)
+    folder = zoo.zoo_dir() / name
+    seeds = [0, 1, 2, 3]
+    labels = np.array([s % model.label_dim for s in seeds], np.int32) if model.conditional else None
+    noise = seed_noise(seeds, model.image_shape, 2)
+    extra = {"labels": labels} if labels is not None else {}
+    for steps, onnx_file in ((1, "model.onnx"), (2, "generate_2step.onnx")):
+        want = generate(model, seeds, sigmas=model.sampling[f"sigmas_{steps}step"], labels=labels)
+        feeds = {"noise": noise[0], **({"noise2": noise[1]} if steps == 2 else {}), **extra}
+        got = load_onnx(folder / onnx_file).run(["images"], feeds)[0]
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        saved = load_saved_model(folder).signatures[f"generate_{steps}step"](**feeds)["images"].numpy()
+        np.testing.assert_allclose(saved, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_sample_command_by_zoo_name(name, tmp_path, capsys):
+    assert main(["sample", "--model", name, "--num", "4", "--steps", "2", "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").is_file()
