@@ -52,7 +52,7 @@ def main():
     for a, b, note in pairs:
         value = fid.frechet_distance(stats[a][0], stats[a][1], stats[b][0], stats[b][1])
         rows.append({"a": a, "b": b, "fid": value, "note": note, "sha256": [stats[a][2]["ref_sha256"], stats[b][2]["ref_sha256"]]})
-    print(f"| A | B | FID | note |\n| --- | --- | ---: | --- |")
+    print("| A | B | FID | note |\n| --- | --- | ---: | --- |")
     for r in rows:
         print(f"| {r['a']} | {r['b']} | {r['fid']:.2f} | {r['note']} |")
     result = {

@@ -182,7 +182,7 @@ class ConsistencyTrainer(keras.Model):
         The teacher is the student's own weights under stop-gradient, and both passes use the same dropout
         mask: the network's seed states are replayed for the student pass.
         """
-        images = ops.cast(images, "float32")
+        images, noise = ops.cast(images, "float32"), ops.cast(noise, "float32")
         expand = lambda s: ops.reshape(ops.cast(s, "float32"), (-1, 1, 1, 1))  # noqa: E731
         extra = [labels] if labels is not None else []
         saved_states = [ops.copy(v.value) for v in self._dropout_states]

@@ -266,3 +266,16 @@ def test_fid_ref_dataset_equals_statistics_file(fake_inception, tmp_path, shared
     from_data = evaluation.compute_fid(model, mnist, num=5, progress=False)
     assert from_file["fid"] == pytest.approx(from_data["fid"], rel=1e-12)
     assert from_data["reference"]["num_images"] == 2048
+
+
+def test_training_fid_fields_are_validated_and_do_not_block_resume():
+    from keras_ict.presets import RUN_LENGTH_FIELDS, resolve_config
+
+    config = resolve_config("mnist", {"fid_every": "500", "fid_steps": "2", "fid_ref": "refs/mnist.npz"})
+    assert config["fid_every"] == 500 and config["fid_steps"] == [2] and config["fid_ref"] == "refs/mnist.npz"
+    assert resolve_config("mnist")["fid_every"] == 0  # off unless asked for: reference statistics cost minutes
+    for overrides, message in (({"fid_steps": "3"}, "fid_steps"), ({"fid_num": "1"}, "fid_num"),
+                               ({"fid_every": "-1"}, "fid_every"), ({"fid_steps": "a,b"}, "fid_steps")):
+        with pytest.raises(ValueError, match=message):
+            resolve_config("mnist", overrides)
+    assert {"fid_every", "fid_num", "fid_ref", "fid_steps"} <= set(RUN_LENGTH_FIELDS)
