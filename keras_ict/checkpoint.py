@@ -124,7 +124,11 @@ def load_checkpoint(path):
 
     keras_ict._load_all()  # registers the serializable classes
 
-    trainer = keras.saving.load_model(Path(path) / "trainer.keras", safe_mode=True)
+    try:
+        trainer = keras.saving.load_model(Path(path) / "trainer.keras", safe_mode=True)
+    except Exception as e:  # a damaged zip or h5 inside raises many types
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint {Path(path) / 'trainer.keras'} cannot be loaded ({first})") from None
     return trainer, read_json(Path(path) / "state.json")
 
 

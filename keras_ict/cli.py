@@ -284,9 +284,10 @@ def cmd_sample(args):
     from keras_ict.sampling import generate, save_image_grid, to_uint8
     from keras_ict.zoo import from_preset
 
+    explicit_sigmas = parse_floats(args.sigmas, "--sigmas") if args.sigmas else None
     model = from_preset(args.model)
-    if args.sigmas:
-        sigmas = parse_floats(args.sigmas, "--sigmas")
+    if explicit_sigmas:
+        sigmas = explicit_sigmas
     else:
         sigmas = model.sampling.get("sigmas_2step" if args.steps == 2 else "sigmas_1step", [model.sigma_max])
     labels = None
@@ -535,6 +536,9 @@ def main(argv=None):
     except (UserError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"keras-ict: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. disk full or permission denied while writing: not a bug, no traceback
+        print(f"keras-ict: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("keras-ict: interrupted; the last complete checkpoint is kept", file=sys.stderr)
         return 130

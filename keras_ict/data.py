@@ -320,19 +320,43 @@ def _npz_key(npz, key, path):
         raise ValueError(f"{str(path)!r} has no array {key!r}; available keys: {sorted(npz.files)}")
 
 
+def _open_npz(path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable .npz file (truncated or corrupt?): {e}") from None
+
+
+def _check_images_array(shape, dtype, path, split):
+    if dtype != np.uint8:
+        raise ValueError(f"x_{split} in {str(path)!r} must be uint8 images (0..255), got dtype {dtype}")
+    if len(shape) not in (3, 4):
+        raise ValueError(f"x_{split} in {str(path)!r} must have shape (N, H, W) or (N, H, W, C), got {tuple(shape)}")
+    if shape[0] == 0:
+        raise ValueError(f"x_{split} in {str(path)!r} holds no images (shape {tuple(shape)})")
+
+
 def _npz_header(path, split):
-    """(shape of x_{split}, y_{split} or None), reading only the .npy header of x."""
-    with np.load(path, allow_pickle=False) as npz:
+    """(shape of x_{split}, y_{split} or None), reading only the .npy header of x; checks dtype, rank, size."""
+    with _open_npz(path) as npz:
         _npz_key(npz, f"x_{split}", path)
-        y = _labels_vector(npz[f"y_{split}"], path, split) if f"y_{split}" in npz.files else None
+        try:
+            y = _labels_vector(npz[f"y_{split}"], path, split) if f"y_{split}" in npz.files else None
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise ValueError(f"{str(path)!r}: cannot read y_{split} (truncated or corrupt?): {e}") from None
     try:
         with zipfile.ZipFile(path) as archive, archive.open(f"x_{split}.npy") as stream:
             version = np.lib.format.read_magic(stream)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape = read(stream)[0]
+            shape, _, dtype = read(stream)
     except Exception:  # noqa: BLE001 - unusual header: load the array instead
-        with np.load(path, allow_pickle=False) as npz:
-            shape = npz[f"x_{split}"].shape
+        try:
+            with _open_npz(path) as npz:
+                array = npz[f"x_{split}"]
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise ValueError(f"{str(path)!r}: cannot read x_{split} (truncated or corrupt?): {e}") from None
+        shape, dtype = array.shape, array.dtype
+    _check_images_array(shape, np.dtype(dtype), path, split)
     return tuple(int(d) for d in shape), y
 
 
@@ -348,19 +372,19 @@ def _labels_vector(y, path, split):
 
 
 def _load_npz(path, split, with_labels):
-    with np.load(path, allow_pickle=False) as npz:
+    with _open_npz(path) as npz:
         _npz_key(npz, f"x_{split}", path)
-        x = npz[f"x_{split}"]
-        y = None
-        if with_labels:
-            _npz_key(npz, f"y_{split}", path)
-            y = _labels_vector(npz[f"y_{split}"], path, split)
-    if x.dtype != np.uint8:
-        raise ValueError(f"x_{split} in {str(path)!r} must be uint8 images (0..255), got dtype {x.dtype}")
+        try:
+            x = npz[f"x_{split}"]
+            y = None
+            if with_labels:
+                _npz_key(npz, f"y_{split}", path)
+                y = _labels_vector(npz[f"y_{split}"], path, split)
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise ValueError(f"{str(path)!r} cannot be read (truncated or corrupt?): {e}") from None
+    _check_images_array(x.shape, x.dtype, path, split)
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4:
-        raise ValueError(f"x_{split} in {str(path)!r} must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
     if y is not None and len(y) != len(x):
         raise ValueError(f"x_{split} has {len(x)} images but y_{split} has {len(y)} labels in {str(path)!r}")
     return x, y

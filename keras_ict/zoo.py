@@ -74,7 +74,11 @@ def from_preset(name_or_path, verify=True):
     if config.get("format") != MODEL_FORMAT:
         raise ValueError(f"{config_path}: unknown format {config.get('format')!r}, expected {MODEL_FORMAT!r}")
     model = build_consistency_model(config).build_for_images()
-    model.load_weights(weights_path)
+    try:
+        model.load_weights(weights_path)
+    except Exception as e:  # h5py / Keras raise OSError, ValueError, KeyError... for damaged or foreign files
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{weights_path}: cannot load these weights into the model of config.json ({first})") from None
     model.sampling = config.get("sampling", {})
     model.metadata = metadata
     return model
