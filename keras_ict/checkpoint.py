@@ -77,6 +77,22 @@ def _publish_dir(tmp_dir, final_dir):
         os.replace(tmp_dir, final_dir)
 
 
+def remove_stale_temporaries(folder, prefixes):
+    """Delete temporary files/folders a killed writer left in `folder` (one writer per run is assumed)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        if path.name.startswith(tuple(prefixes)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 def save_checkpoint(trainer, run_dir, extra_state=None, keep=2):
     """Write checkpoints/step_XXXXXX/ for the trainer's current step and point `latest` at it."""
     import keras
@@ -84,6 +100,7 @@ def save_checkpoint(trainer, run_dir, extra_state=None, keep=2):
     step = int(keras.ops.convert_to_numpy(trainer.step))
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root, (".step_", ".latest."))
     name = f"step_{step:09d}"
     if not ((root / name / "trainer.keras").is_file() and (root / name / "state.json").is_file()):
         # (A complete checkpoint of the same step holds the same state: it is kept, not rewritten.)
@@ -136,6 +153,7 @@ def save_final(trainer, folder, model_cfg, metadata, samples=None):
     """Write a from_preset-loadable folder: config.json, model.weights.h5 (EMA), metadata.json with sha256s."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder.parent, (f".{folder.name}.",))
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         trainer.ema_model.save_weights(tmp / "model.weights.h5")

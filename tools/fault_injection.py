@@ -1,0 +1,210 @@
+"""Kill `keras-ict train` and `keras-ict export` with SIGKILL at random moments; check nothing is ever corrupt.
+
+    python tools/fault_injection.py [--kills 12] [--steps 24] [--backend tensorflow] [--json benchmarks/results/fault_injection.json]
+
+Training: a small MNIST run that checkpoints every step (so kills land in steps and in checkpoint writes
+alike) is started, SIGKILLed after a random delay, checked, and restarted with the same command, until it
+finishes. After every kill the run directory must hold an intact latest checkpoint (loadable, step recorded)
+or none yet, and no final/ folder unless training finished. The final weights (student and EMA) are compared
+with an uninterrupted run of the same command: resume is exact, so they must be equal.
+
+Export: `keras-ict export` of the finished run is SIGKILLed at random moments; afterwards the output folder
+must either be absent or complete (export.json present and every file it names loadable), then a last
+uninterrupted export must succeed.
+
+Prints a table of every kill and writes JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_NET = '{"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}'
+
+
+def train_command(run_dir, data, steps):
+    return [sys.executable, "-m", "keras_ict", "train", "--preset", "mnist", "--data", str(data), "--out", str(run_dir),
+            "--steps", str(steps), "--batch-size", "8", "--set", f"network_overrides={TINY_NET}", "--set", "log_every=1",
+            "--set", "checkpoint_every=1", "--set", "sample_count=4", "--set", "keep_checkpoints=2"]
+
+
+def environment(backend):
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+
+def run_and_kill(command, env, delay, log):
+    """Start `command`, SIGKILL it after `delay` seconds unless it ended; returns (killed, returncode)."""
+    with open(log, "a") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            process.wait(timeout=delay)
+            return False, process.returncode
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True, process.returncode
+
+
+def inspect_run(run_dir):
+    """What a resume would see: the latest checkpoint must load; returns its step (or None)."""
+    code = (
+        "import sys, json; from keras_ict.checkpoint import latest_checkpoint, load_checkpoint;"
+        "p = latest_checkpoint(sys.argv[1]);"
+        "print(json.dumps(None if p is None else {'path': str(p), 'step': load_checkpoint(p)[1]['step']}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True,
+                            env=environment(os.environ.get("KERAS_BACKEND", "tensorflow")))
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(result.stdout.strip().splitlines()[-1]) or {"step": None}
+
+
+def final_weights(run_dir):
+    import h5py
+    import numpy as np
+
+    arrays = []
+    with h5py.File(Path(run_dir) / "final" / "model.weights.h5", "r") as f:
+        f.visititems(lambda name, obj: arrays.append((name, np.asarray(obj))) if isinstance(obj, h5py.Dataset) else None)
+    return dict(arrays)
+
+
+def trainer_weights(run_dir):
+    code = (
+        "import sys, json, numpy as np; from keras_ict.checkpoint import latest_checkpoint, load_checkpoint;"
+        "t, s = load_checkpoint(latest_checkpoint(sys.argv[1]));"
+        "np.savez(sys.argv[2], *[np.asarray(v) for v in t.model.get_weights() + t.ema_model.get_weights()])"
+    )
+    out = Path(run_dir) / "weights_for_comparison.npz"
+    subprocess.run([sys.executable, "-c", code, str(run_dir), str(out)], check=True, capture_output=True,
+                   env=environment(os.environ.get("KERAS_BACKEND", "tensorflow")))
+    import numpy as np
+
+    with np.load(out) as data:
+        return [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def check_export(out):
+    """An export folder is absent or complete."""
+    if not out.exists():
+        return "absent"
+    info = json.loads((out / "export.json").read_text())
+    for entry in info["endpoints"].values():
+        if entry.get("onnx_file"):
+            import onnx
+
+            onnx.checker.check_model(str(out / entry["onnx_file"]))
+    if "saved_model" in info["formats"] and not (out / "saved_model" / "saved_model.pb").is_file():
+        raise AssertionError(f"{out}: saved_model/ incomplete")
+    return "complete"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=12, help="training kills (at least)")
+    parser.add_argument("--export-kills", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-fraction", type=float, default=0.35,
+                        help="kill after uniform(min_fraction, 0.95) x the duration of an uninterrupted run")
+    parser.add_argument("--work", default=str(REPO / "runs" / "fault_injection"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "mnist_small.npz"))
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "fault_injection.json"))
+    args = parser.parse_args(argv)
+    os.environ["KERAS_BACKEND"] = args.backend
+
+    import shutil
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env, rng, log = environment(args.backend), random.Random(args.seed), work / "log.txt"
+    start = time.monotonic()
+
+    straight = work / "straight"
+    t0 = time.monotonic()
+    subprocess.run(train_command(straight, args.data, args.steps), check=True, env=env, cwd=REPO, capture_output=True)
+    full_run_s = time.monotonic() - t0
+
+    run = work / "interrupted"
+    events, finished = [], False
+    while not finished:
+        # Kill somewhere inside a whole run's duration: start-up, steps and checkpoint writes all get hit.
+        delay = rng.uniform(args.min_fraction, 0.95) * full_run_s
+        if len([e for e in events if e["killed"]]) >= args.kills:
+            delay = 3600.0  # enough kills: let it finish
+        killed, code = run_and_kill(train_command(run, args.data, args.steps), env, delay, log)
+        state = inspect_run(run)
+        if "error" in state:
+            raise SystemExit(f"after a kill the latest checkpoint of {run} does not load: {state['error']}")
+        final_exists = (run / "final" / "metadata.json").is_file()
+        leftovers = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")) if (run / "checkpoints").is_dir() else []
+        events.append({"what": "train", "delay_s": round(delay, 2), "killed": killed, "returncode": code,
+                       "latest_step": state["step"], "checkpoint_loads": True, "final": final_exists,
+                       "temporaries_left": leftovers})
+        print(f"train  kill {killed!s:5}  after {delay:6.1f}s  latest checkpoint step {events[-1]['latest_step']}  "
+              f"final {final_exists}  temporaries {leftovers}", flush=True)
+        if not killed:
+            if code != 0:
+                raise AssertionError(f"training ended with exit code {code}; see {log}")
+            finished = True
+        elif final_exists and (state["step"] or 0) < args.steps:
+            raise AssertionError("final/ exists although training had not finished")
+
+    a, b = trainer_weights(straight), trainer_weights(run)
+    max_diff = max(float(abs(x - y).max()) for x, y in zip(a, b))
+    final_equal = all((final_weights(straight)[k] == v).all() for k, v in final_weights(run).items())
+
+    export_out = work / "export"
+    export_cmd = [sys.executable, "-m", "keras_ict", "export", "--model", str(run / "final"), "--out", str(export_out),
+                  "--formats", "saved_model,onnx", "--overwrite"]
+    t0 = time.monotonic()
+    subprocess.run(export_cmd, check=True, env=env, cwd=REPO, capture_output=True)
+    export_s = time.monotonic() - t0
+    shutil.rmtree(export_out)
+    for _ in range(args.export_kills):
+        delay = rng.uniform(0.2, 0.95) * export_s
+        killed, code = run_and_kill(export_cmd, env, delay, log)
+        status = check_export(export_out)
+        events.append({"what": "export", "delay_s": round(delay, 2), "killed": killed, "returncode": code, "export": status})
+        print(f"export kill {killed!s:5}  after {delay:6.1f}s  output {status}", flush=True)
+    killed, code = run_and_kill(export_cmd, env, 3600.0, log)
+    assert not killed and code == 0, f"the last export failed (exit {code}); see {log}"
+    assert check_export(export_out) == "complete"
+
+    kills = sum(e["killed"] for e in events)
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "backend": args.backend,
+        "steps": args.steps,
+        "kills": kills,
+        "train_kills": sum(e["killed"] for e in events if e["what"] == "train"),
+        "export_kills": sum(e["killed"] for e in events if e["what"] == "export"),
+        "every_resume_from_intact_checkpoint": all(e["checkpoint_loads"] for e in events if e["what"] == "train"),
+        "uninterrupted_run_s": round(full_run_s, 1),
+        "max_abs_weight_diff_vs_uninterrupted": max_diff,
+        "final_weights_bitwise_equal": bool(final_equal),
+        "wall_s": round(time.monotonic() - start, 1),
+        "events": events,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{kills} kills ({result['train_kills']} training, {result['export_kills']} export); every resume loaded an "
+          f"intact checkpoint; final weights vs uninterrupted: max abs diff {max_diff:.3g}, bitwise equal {final_equal}")
+    print(f"wrote {args.json}")
+    if max_diff != 0.0 or not final_equal:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
