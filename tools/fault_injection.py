@@ -53,6 +53,19 @@ def run_and_kill(command, env, delay, log):
             return True, process.returncode
 
 
+def timed_run(command, env):
+    """Runs an uninterrupted training; returns (start-up seconds to step 1, seconds per step, total seconds)."""
+    start = time.monotonic()
+    stamps = []
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO, text=True)
+    for line in process.stdout:
+        if line.startswith("step "):
+            stamps.append(time.monotonic() - start)
+    if process.wait() != 0 or len(stamps) < 2:
+        raise SystemExit(f"the uninterrupted run failed: {' '.join(command)}")
+    return stamps[0], (stamps[-1] - stamps[0]) / (len(stamps) - 1), time.monotonic() - start
+
+
 def inspect_run(run_dir):
     """What a resume would see: the latest checkpoint must load; returns its step (or None)."""
     code = (
@@ -114,8 +127,6 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-fraction", type=float, default=0.35,
-                        help="kill after uniform(min_fraction, 0.95) x the duration of an uninterrupted run")
     parser.add_argument("--work", default=str(REPO / "runs" / "fault_injection"))
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "mnist_small.npz"))
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "fault_injection.json"))
@@ -131,15 +142,15 @@ def main(argv=None):
     start = time.monotonic()
 
     straight = work / "straight"
-    t0 = time.monotonic()
-    subprocess.run(train_command(straight, args.data, args.steps), check=True, env=env, cwd=REPO, capture_output=True)
-    full_run_s = time.monotonic() - t0
+    startup_s, step_s, full_run_s = timed_run(train_command(straight, args.data, args.steps), env)
 
     run = work / "interrupted"
     events, finished = [], False
     while not finished:
-        # Kill somewhere inside a whole run's duration: start-up, steps and checkpoint writes all get hit.
-        delay = rng.uniform(args.min_fraction, 0.95) * full_run_s
+        # Kill somewhere between half the start-up time and 90% of what is left of the run, so that kills land
+        # in start-up, in steps and in checkpoint writes, and the run never outlives its kill.
+        latest = (events[-1]["latest_step"] or 0) if events else 0
+        delay = rng.uniform(0.5 * startup_s, startup_s + 0.9 * (args.steps - latest) * step_s)
         if len([e for e in events if e["killed"]]) >= args.kills:
             delay = 3600.0  # enough kills: let it finish
         killed, code = run_and_kill(train_command(run, args.data, args.steps), env, delay, log)
@@ -167,19 +178,21 @@ def main(argv=None):
     export_out = work / "export"
     export_cmd = [sys.executable, "-m", "keras_ict", "export", "--model", str(run / "final"), "--out", str(export_out),
                   "--formats", "saved_model,onnx", "--overwrite"]
-    t0 = time.monotonic()
-    subprocess.run(export_cmd, check=True, env=env, cwd=REPO, capture_output=True)
-    export_s = time.monotonic() - t0
-    shutil.rmtree(export_out)
+    if args.export_kills:
+        t0 = time.monotonic()
+        subprocess.run(export_cmd, check=True, env=env, cwd=REPO, capture_output=True)
+        export_s = time.monotonic() - t0
+        shutil.rmtree(export_out)
     for _ in range(args.export_kills):
         delay = rng.uniform(0.2, 0.95) * export_s
         killed, code = run_and_kill(export_cmd, env, delay, log)
         status = check_export(export_out)
         events.append({"what": "export", "delay_s": round(delay, 2), "killed": killed, "returncode": code, "export": status})
         print(f"export kill {killed!s:5}  after {delay:6.1f}s  output {status}", flush=True)
-    killed, code = run_and_kill(export_cmd, env, 3600.0, log)
-    assert not killed and code == 0, f"the last export failed (exit {code}); see {log}"
-    assert check_export(export_out) == "complete"
+    if args.export_kills:
+        killed, code = run_and_kill(export_cmd, env, 3600.0, log)
+        assert not killed and code == 0, f"the last export failed (exit {code}); see {log}"
+        assert check_export(export_out) == "complete"
 
     kills = sum(e["killed"] for e in events)
     result = {
@@ -191,6 +204,8 @@ def main(argv=None):
         "export_kills": sum(e["killed"] for e in events if e["what"] == "export"),
         "every_resume_from_intact_checkpoint": all(e["checkpoint_loads"] for e in events if e["what"] == "train"),
         "uninterrupted_run_s": round(full_run_s, 1),
+        "startup_s": round(startup_s, 2),
+        "step_s": round(step_s, 3),
         "max_abs_weight_diff_vs_uninterrupted": max_diff,
         "final_weights_bitwise_equal": bool(final_equal),
         "wall_s": round(time.monotonic() - start, 1),
