@@ -98,7 +98,7 @@ def _overrides(args):
 
 def _check_run_dir(run_dir, config, fresh):
     from keras_ict.checkpoint import read_json
-    from keras_ict.presets import RUN_LENGTH_FIELDS
+    from keras_ict.presets import FIELD_DEFAULTS, RUN_LENGTH_FIELDS
 
     config_path = run_dir / "config.json"
     if run_dir.exists() and not run_dir.is_dir():
@@ -109,7 +109,7 @@ def _check_run_dir(run_dir, config, fresh):
         return "new"
     if fresh:
         return "fresh"
-    old = read_json(config_path)
+    old = dict(FIELD_DEFAULTS, **read_json(config_path))
     differing = sorted(k for k in set(old) | set(config) if k not in RUN_LENGTH_FIELDS and old.get(k) != config.get(k))
     if differing:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in differing[:6])

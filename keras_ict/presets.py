@@ -34,6 +34,13 @@ _COMMON = {
     "sigma_max": 80.0,
     "sigma_data": 0.5,
     "two_step_sigma": 0.821,
+    # Original-CT switches for ablations (see ConsistencyTrainer); the defaults are iCT.
+    "distance": "pseudo_huber",
+    "weighting": "reciprocal",
+    "index_distribution": "lognormal",
+    "curriculum": "exponential",
+    "teacher": "student",
+    "teacher_mu0": 0.9,
     "seed": 0,
     "log_every": 100,
     "checkpoint_every": 5000,
@@ -123,6 +130,10 @@ RUN_LENGTH_FIELDS = (
 )
 
 
+# Fields added after runs were already written: a run directory without them used these values.
+FIELD_DEFAULTS = {k: _COMMON[k] for k in ("distance", "weighting", "index_distribution", "curriculum", "teacher", "teacher_mu0")}
+
+
 def preset_names():
     return sorted(PRESETS)
 
@@ -194,6 +205,13 @@ def _validate(config):
         raise ValueError(f"label_dim must be >= 0, got {config['label_dim']}")
     if config["optimizer"] not in ("radam", "adam"):
         raise ValueError(f"optimizer must be 'radam' or 'adam', got {config['optimizer']!r}")
+    for key, allowed in (("distance", ("pseudo_huber", "l2")), ("weighting", ("reciprocal", "uniform")),
+                         ("index_distribution", ("lognormal", "uniform")), ("curriculum", ("exponential", "ct")),
+                         ("teacher", ("student", "ema"))):
+        if config[key] not in allowed:
+            raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
+    if not 0 < config["teacher_mu0"] < 1:
+        raise ValueError(f"teacher_mu0 must be in (0, 1), got {config['teacher_mu0']}")
     if config["resize"] not in (None, "bilinear", "area", "nearest"):
         raise ValueError(f"resize must be None, 'bilinear', 'area' or 'nearest', got {config['resize']!r}")
 
@@ -254,6 +272,12 @@ def build_trainer(config):
         huber_c=config["huber_c"],
         ema_decay=config["ema_decay"],
         seed=config["seed"],
+        distance=config["distance"],
+        weighting=config["weighting"],
+        index_distribution=config["index_distribution"],
+        curriculum=config["curriculum"],
+        teacher=config["teacher"],
+        teacher_mu0=config["teacher_mu0"],
     )
     optimizer = RAdam(config["learning_rate"]) if config["optimizer"] == "radam" else keras.optimizers.Adam(config["learning_rate"])
     trainer.compile(optimizer=optimizer)

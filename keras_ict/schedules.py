@@ -141,6 +141,46 @@ def lognormal_index_probs(sigmas, p_mean=P_MEAN, p_std=P_STD):
     return mass / mass.sum()
 
 
+def ct_num_discretization_steps(step, total_steps, s0=2, s1=150):
+    """The original CT curriculum (Song et al. 2023, Appendix C): N(k) = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1.
+
+    Kept for the ablations of iCT's changes; works on ints and (traced) tensors. N grows from s0 + 1 at k = 0
+    to s1 + 1 at k = K (and stays there).
+    """
+    _check_positive_int("total_steps", total_steps, 1)
+    _check_positive_int("s0", s0, 1)
+    _check_positive_int("s1", s1, s0)
+    span = float((s1 + 1) ** 2 - s0**2)
+    if _is_tensor(step):
+        k = ops.minimum(ops.cast(step, "float32"), float(total_steps))
+        n = ops.ceil(ops.sqrt(k / float(total_steps) * span + float(s0**2)) - 1.0) + 1.0
+        return ops.cast(ops.clip(n, s0 + 1, s1 + 1), "int32")
+    k = min(float(step), float(total_steps))
+    return int(min(max(math.ceil(math.sqrt(k / total_steps * span + s0**2) - 1.0) + 1, s0 + 1), s1 + 1))
+
+
+def noise_tables(num_scales, s1, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO, p_mean=P_MEAN, p_std=P_STD,
+                 index_distribution="lognormal"):
+    """Sigma grids and interval log-probabilities for each N in `num_scales`, padded to s1 + 1 / s1 columns.
+
+    `index_distribution` is "lognormal" (iCT) or "uniform" (original CT: every interval equally likely).
+    """
+    if index_distribution not in ("lognormal", "uniform"):
+        raise ValueError(f"index_distribution must be 'lognormal' or 'uniform', got {index_distribution!r}")
+    sigma_rows, logp_rows = [], []
+    for n in num_scales:
+        sigmas = karras_sigmas(n, sigma_min, sigma_max, rho)
+        probs = np.zeros(s1)
+        if index_distribution == "lognormal":
+            probs[: n - 1] = lognormal_index_probs(sigmas, p_mean, p_std)
+        else:
+            probs[: n - 1] = 1.0 / (n - 1)
+        sigma_rows.append(np.concatenate([sigmas, np.full(s1 + 1 - n, sigma_max)]))
+        with np.errstate(divide="ignore"):
+            logp_rows.append(np.log(probs))
+    return np.stack(sigma_rows), np.stack(logp_rows)
+
+
 def curriculum_tables(s0=S0, s1=S1, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO, p_mean=P_MEAN, p_std=P_STD):
     """Per-stage sigma grids and index log-probabilities, computed once in float64.
 
@@ -150,13 +190,4 @@ def curriculum_tables(s0=S0, s1=S1, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rh
     float32 at the tails).
     """
     stages = num_curriculum_stages(s0, s1)
-    sigma_rows, logp_rows = [], []
-    for stage in range(stages):
-        n = min(s0 * 2**stage, s1) + 1
-        sigmas = karras_sigmas(n, sigma_min, sigma_max, rho)
-        probs = np.zeros(s1)
-        probs[: n - 1] = lognormal_index_probs(sigmas, p_mean, p_std)
-        sigma_rows.append(np.concatenate([sigmas, np.full(s1 + 1 - n, sigma_max)]))
-        with np.errstate(divide="ignore"):
-            logp_rows.append(np.log(probs))
-    return np.stack(sigma_rows), np.stack(logp_rows)
+    return noise_tables([min(s0 * 2**stage, s1) + 1 for stage in range(stages)], s1, sigma_min, sigma_max, rho, p_mean, p_std)

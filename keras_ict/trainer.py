@@ -13,6 +13,7 @@ per-backend training code exists. State that must survive save/load and resume (
 state, EMA weights) is held in Keras variables owned by the trainer.
 """
 
+import math
 import random
 
 import keras
@@ -76,6 +77,16 @@ class ConsistencyTrainer(keras.Model):
         seed: seed of the trainer's noise stream (index and z sampling); None draws one and records it in
             the config so a reloaded trainer continues the same stream.
 
+    The remaining arguments switch individual iCT changes back to original consistency training (Song et al.
+    2023), for ablations; their defaults are iCT:
+        distance: "pseudo_huber" (iCT) or "l2" (squared L2 of the sample).
+        weighting: "reciprocal" (lambda = 1 / (sigma_{i+1} - sigma_i), iCT) or "uniform" (lambda = 1).
+        index_distribution: "lognormal" (iCT) or "uniform" over the N - 1 intervals.
+        curriculum: "exponential" (iCT's N(k)) or "ct" (CT's sqrt schedule, with its s0 = 2, s1 = 150 usually).
+        teacher: "student" (iCT: the student's weights under stop-gradient) or "ema" (CT: a separate EMA of the
+            student with mu(k) = exp(s0 ln(teacher_mu0) / N(k)), updated each step like `ema_model`; same
+            dropout masks as the student).
+
     Data: `fit` on batches of NHWC images in [-1, 1], or (images, integer_labels) for a conditional model.
     """
 
@@ -91,9 +102,28 @@ class ConsistencyTrainer(keras.Model):
         huber_c=None,
         ema_decay=0.99993,
         seed=None,
+        distance="pseudo_huber",
+        weighting="reciprocal",
+        index_distribution="lognormal",
+        curriculum="exponential",
+        teacher="student",
+        teacher_mu0=0.9,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        for name, value, allowed in (
+            ("distance", distance, ("pseudo_huber", "l2")),
+            ("weighting", weighting, ("reciprocal", "uniform")),
+            ("index_distribution", index_distribution, ("lognormal", "uniform")),
+            ("curriculum", curriculum, ("exponential", "ct")),
+            ("teacher", teacher, ("student", "ema")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not 0.0 < teacher_mu0 < 1.0:
+            raise ValueError(f"teacher_mu0 must be in (0, 1), got {teacher_mu0}")
+        self.distance, self.weighting, self.index_distribution = distance, weighting, index_distribution
+        self.curriculum, self.teacher, self.teacher_mu0 = curriculum, teacher, float(teacher_mu0)
         if not isinstance(consistency_model, ConsistencyModel):
             raise TypeError(f"consistency_model must be a ConsistencyModel, got {type(consistency_model).__name__}")
         if not 0.0 <= ema_decay < 1.0:
@@ -108,8 +138,13 @@ class ConsistencyTrainer(keras.Model):
         self.ema_decay = float(ema_decay)
         self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
 
-        sigma_table, logp_table = schedules.curriculum_tables(
-            self.s0, self.s1, consistency_model.sigma_min, consistency_model.sigma_max, self.rho, self.p_mean, self.p_std
+        if self.curriculum == "exponential":
+            rows = [min(self.s0 * 2**k, self.s1) + 1 for k in range(schedules.num_curriculum_stages(self.s0, self.s1))]
+        else:
+            rows = list(range(self.s0 + 1, self.s1 + 2))  # one row per N value of the CT schedule
+        sigma_table, logp_table = schedules.noise_tables(
+            rows, self.s1, consistency_model.sigma_min, consistency_model.sigma_max, self.rho, self.p_mean,
+            self.p_std, index_distribution=self.index_distribution,
         )
         self._sigma_table = sigma_table.astype("float32")
         # -inf rows would turn into NaN in some backends' categorical samplers; -1e30 has probability 0 too.
@@ -123,6 +158,13 @@ class ConsistencyTrainer(keras.Model):
         if any(tuple(e.shape) != tuple(s.shape) for e, s in self._ema_pairs):
             raise RuntimeError("EMA model weights do not line up with the student's")
         self._dropout_states = _seed_state_variables(self.model)
+        self.teacher_model = None
+        if self.teacher == "ema":
+            self.teacher_model = ConsistencyModel.from_config(consistency_model.get_config()).build_for_images()
+            self.teacher_model.set_weights(self.model.get_weights())
+            self.teacher_model.trainable = False
+            self._teacher_pairs = [(t, w) for t, w in zip(self.teacher_model.weights, self.model.weights) if w.trainable]
+            self._teacher_dropout_states = _seed_state_variables(self.teacher_model)
 
         self.step = keras.Variable(0, dtype="int32", trainable=False, name="step")
         self.noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
@@ -149,14 +191,21 @@ class ConsistencyTrainer(keras.Model):
             raise ValueError("the model is class-conditional but the dataset yields no labels")
         return x, y
 
+    def _curriculum_row(self):
+        """(row of the noise tables, N) at the current step."""
+        if self.curriculum == "ct":
+            num_scales = schedules.ct_num_discretization_steps(self.step.value, self.total_steps, self.s0, self.s1)
+            return num_scales - (self.s0 + 1), num_scales
+        stage = schedules.curriculum_stage(self.step.value, self.total_steps, self.s0, self.s1)
+        return stage, ops.minimum(self.s0 * ops.power(2, ops.cast(stage, "int32")), self.s1) + 1
+
     def sample_noise_levels(self, batch_size):
         """(sigma_i, sigma_{i+1}, N) for one batch at the current step, using the trainer's noise stream."""
-        stage = schedules.curriculum_stage(self.step.value, self.total_steps, self.s0, self.s1)
-        sigmas = ops.take(ops.convert_to_tensor(self._sigma_table), stage, axis=0)
-        logits = ops.take(ops.convert_to_tensor(self._logp_table), stage, axis=0)
+        row, num_scales = self._curriculum_row()
+        sigmas = ops.take(ops.convert_to_tensor(self._sigma_table), row, axis=0)
+        logits = ops.take(ops.convert_to_tensor(self._logp_table), row, axis=0)
         logits = ops.broadcast_to(ops.expand_dims(logits, 0), (batch_size, self.s1))
         index = ops.reshape(keras.random.categorical(logits, 1, seed=self.noise_seed), (-1,))
-        num_scales = ops.minimum(self.s0 * ops.power(2, ops.cast(stage, "int32")), self.s1) + 1
         return ops.take(sigmas, index), ops.take(sigmas, index + 1), num_scales
 
     def draw_noise(self, images):
@@ -185,17 +234,29 @@ class ConsistencyTrainer(keras.Model):
         images, noise = ops.cast(images, "float32"), ops.cast(noise, "float32")
         expand = lambda s: ops.reshape(ops.cast(s, "float32"), (-1, 1, 1, 1))  # noqa: E731
         extra = [labels] if labels is not None else []
-        saved_states = [ops.copy(v.value) for v in self._dropout_states]
-        teacher = ops.stop_gradient(self.model([images + expand(sigma) * noise, sigma] + extra, training=training))
-        for variable, state in zip(self._dropout_states, saved_states):
-            variable.assign(state)
+        teacher_inputs = [images + expand(sigma) * noise, sigma] + extra
+        if self.teacher_model is not None:
+            # CT's separate EMA teacher: its dropout layers start from the student's seed states, so both
+            # passes draw the same masks; the student's own states are left untouched by the teacher pass.
+            for variable, state in zip(self._teacher_dropout_states, self._dropout_states):
+                variable.assign(state.value)
+            teacher = ops.stop_gradient(self.teacher_model(teacher_inputs, training=training))
+        else:
+            saved_states = [ops.copy(v.value) for v in self._dropout_states]
+            teacher = ops.stop_gradient(self.model(teacher_inputs, training=training))
+            for variable, state in zip(self._dropout_states, saved_states):
+                variable.assign(state)
         student = self.model([images + expand(sigma_next) * noise, sigma_next] + extra, training=training)
+        if self.distance == "l2":
+            return losses.squared_l2(student, teacher)
         return losses.pseudo_huber(student, teacher, self.huber_c)
 
     def consistency_loss(self, images, noise, sigma, sigma_next, labels=None, training=True):
         """Per-sample iCT loss lambda(sigma_i) d(...) with lambda = 1 / (sigma_{i+1} - sigma_i)."""
         sigma, sigma_next = ops.cast(sigma, "float32"), ops.cast(sigma_next, "float32")
         distance = self.consistency_distance(images, noise, sigma, sigma_next, labels, training)
+        if self.weighting == "uniform":
+            return distance
         return losses.consistency_weight(sigma, sigma_next) * distance
 
     def update_ema(self):
@@ -203,6 +264,16 @@ class ConsistencyTrainer(keras.Model):
         rate = 1.0 - self.ema_decay
         for ema, weight in self._ema_pairs:
             ema.assign(ema + rate * (ops.stop_gradient(ops.cast(weight.value, ema.dtype)) - ema))
+
+    def teacher_decay(self, num_scales):
+        """CT's target-network rate mu(k) = exp(s0 ln(mu0) / N(k))."""
+        return ops.exp(self.s0 * math.log(self.teacher_mu0) / ops.cast(num_scales, "float32"))
+
+    def update_teacher(self, num_scales):
+        """teacher <- teacher + (1 - mu(k)) (theta - teacher), for `teacher="ema"` (original CT)."""
+        rate = 1.0 - self.teacher_decay(num_scales)
+        for target, weight in self._teacher_pairs:
+            target.assign(target + ops.cast(rate, target.dtype) * (ops.stop_gradient(ops.cast(weight.value, target.dtype)) - target))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, labels = self._unpack(x, y)
@@ -215,6 +286,8 @@ class ConsistencyTrainer(keras.Model):
             # The EMA follows the weights this step starts from: theta_k is folded in while computing the
             # step that produces theta_{k+1} (compute_loss sees no post-update weights on any backend).
             self.update_ema()
+            if self.teacher_model is not None:
+                self.update_teacher(num_scales)
             self.step.assign(self.step.value + 1)
         return loss
 
@@ -249,6 +322,12 @@ class ConsistencyTrainer(keras.Model):
                 "huber_c": self.huber_c,
                 "ema_decay": self.ema_decay,
                 "seed": self.seed,
+                "distance": self.distance,
+                "weighting": self.weighting,
+                "index_distribution": self.index_distribution,
+                "curriculum": self.curriculum,
+                "teacher": self.teacher,
+                "teacher_mu0": self.teacher_mu0,
             }
         )
         return config
