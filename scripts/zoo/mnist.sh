@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The `mnist` zoo entry, end to end: train (resumes if interrupted; a no-op once finished), FID-10k 1- and
+# 2-step against the committed MNIST reference statistics, exports + card into zoo/mnist, README table.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source .venv/bin/activate
+export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
+RUN=runs/zoo/mnist
+REF=fid_refs/mnist-train-32px.npz
+keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --steps 3000 --out "$RUN"
+[ -f "$REF" ] || keras-ict fid-ref --data ../shared/datasets/mnist.npz --preset mnist --out "$REF"
+[ -f "$RUN/fid10k.json" ] || keras-ict fid --model "$RUN/final" --ref "$REF" --num 10000 --steps 1,2 --out "$RUN/fid10k.json"
+python scripts/zoo/publish.py mnist --run "$RUN" --ref "$REF" --fid-json "$RUN/fid10k.json" \
+    --dataset "MNIST train (../shared/datasets/mnist.npz: 60,000 images, lossless, the official pixels), padded to 32x32" \
+    --command "scripts/zoo/mnist.sh"
+python scripts/zoo/table.py --readme
