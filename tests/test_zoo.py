@@ -25,7 +25,11 @@ def test_entry_loads_and_documents_itself(name):
     meta = json.loads((folder / "metadata.json").read_text())
     for key in ("dataset", "dataset_sha256", "preset", "steps", "images_seen", "wall_time_s", "machine", "backend", "fid", "files"):
         assert meta.get(key) is not None, key
-    assert {r["metric"] for r in meta["fid"]} == {f"fid{meta['fid'][0]['num'] // 1000}k_1step", f"fid{meta['fid'][0]['num'] // 1000}k_2step"}
+    from keras_ict.evaluation import metric_name
+
+    num = meta["fid"][0]["num"]
+    assert {r["metric"] for r in meta["fid"]} == {metric_name(num, 1), metric_name(num, 2)}
+    assert all(r["reference"]["ref_sha256"] and r["seeds"] == f"0-{num - 1}" for r in meta["fid"])
     for required in ("config.json", "model.weights.h5", "saved_model/saved_model.pb", "model.onnx", "samples.png", "README.md"):
         assert required in meta["files"], required
     assert sum((folder / f).stat().st_size for f in meta["files"]) <= 60 * 2**20

@@ -157,7 +157,7 @@ def main(argv=None):
             "dataset_sha256": sha256_file(data_path) if data_path.is_file() else None,
             "dataset_examples": train_meta.get("dataset_examples"),
             "network": run_config["network"],
-            "params": int(sum(np.prod(w.shape) for w in model.weights)),
+            "params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
             "label_dim": int(model.label_dim),
             "steps": train_meta["steps"],
             "batch_size": run_config["batch_size"],
