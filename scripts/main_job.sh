@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Main job: a short real iCT training run on MNIST with the `mnist` preset (CPU, about 6 minutes; EMA decay 0.99
 # instead of the preset's 0.999 because 300 steps are too few for a slower EMA), then 1-step
-# and 2-step sample grids. Data: ../shared/datasets/mnist_small.npz when present, else tfds "mnist".
+# and 2-step sample grids and an export to TF SavedModel + ONNX (checked against Keras). Data: ../shared/datasets/mnist_small.npz when present, else tfds "mnist".
 # Extra arguments go to `keras-ict train` (e.g. --steps 1000, --fresh, --backend jax).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +15,8 @@ out=runs/main
 .venv/bin/keras-ict train --preset mnist --data "$data" --steps 300 --set ema_decay=0.99 --out "$out" --backend "$backend" "$@"
 .venv/bin/keras-ict sample --model "$out/final" --seeds 0-63 --steps 1 --out "$out/grid_1step.png" --backend "$backend"
 .venv/bin/keras-ict sample --model "$out/final" --seeds 0-63 --steps 2 --out "$out/grid_2step.png" --backend "$backend"
+.venv/bin/keras-ict export --model "$out/final" --out "$out/export" --overwrite --backend "$backend"
+.venv/bin/python examples/onnx_generate.py --model "$out/export" --seeds 0-63 --out "$out/grid_onnx.png"
 echo "Files: $out/final/ (EMA weights, config, metadata, samples), $out/grid_1step.png, $out/grid_2step.png,"
-echo "       $out/log.csv, $out/tensorboard/, $out/samples/ (grid per checkpoint), $out/checkpoints/"
+echo "       $out/export/ (saved_model/, model.onnx, generate_2step.onnx, denoise.onnx, export.json),"
+echo "       $out/grid_onnx.png (ONNX Runtime, no keras-ict), $out/log.csv, $out/tensorboard/, $out/samples/, $out/checkpoints/"
