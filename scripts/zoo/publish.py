@@ -113,7 +113,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_ict.checkpoint import read_json, sha256_file, write_json
+    from keras_ict.checkpoint import _publish_dir, read_json, sha256_file, write_json
     from keras_ict.evaluation import compute_fid
     from keras_ict.export import export
     from keras_ict.zoo import from_preset
@@ -183,15 +183,7 @@ def main(argv=None):
         (tmp / "README.md").write_text(card(args.name, meta, export_report))
         write_json(tmp / "metadata.json", dict(meta, files=files_with_digests(tmp)))
         os.chmod(tmp, 0o755)
-        target = zoo / args.name
-        if target.exists():
-            old = zoo / f".{args.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _publish_dir(tmp, zoo / args.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     from_preset(zoo / args.name)  # the published entry loads and verifies
