@@ -2,11 +2,14 @@
 
     python tools/fault_injection.py [--kills 12] [--steps 24] [--backend tensorflow] [--json benchmarks/results/fault_injection.json]
 
-Training: a small MNIST run that checkpoints every step (so kills land in steps and in checkpoint writes
-alike) is started, SIGKILLed after a random delay, checked, and restarted with the same command, until it
-finishes. After every kill the run directory must hold an intact latest checkpoint (loadable, step recorded)
-or none yet, and no final/ folder unless training finished. The final weights (student and EMA) are compared
-with an uninterrupted run of the same command: resume is exact, so they must be equal.
+Training: a small MNIST run that checkpoints every step is started and SIGKILLed, then restarted with the
+same command, until it finishes. A quarter of the kills land in start-up (a random delay); the rest are timed
+from the run's own output: after it reports a randomly chosen step, a random offset of up to 1.5 steps, so they
+land inside a step or inside that step's checkpoint write however busy the machine is. After every kill the run
+directory must hold an intact latest checkpoint (loadable, step recorded) or none yet, and no final/ folder
+unless training finished. A finished run's weights (student and EMA) are compared with an uninterrupted run of
+the same command: resume is exact, so they must be equal. If a run finishes before enough kills have landed,
+a fresh run starts (a new round) until they have.
 
 Export: `keras-ict export` of the finished run is SIGKILLed at random moments; afterwards the output folder
 must either be absent or complete (export.json present and every file it names loadable), then a last
@@ -23,6 +26,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +55,34 @@ def run_and_kill(command, env, delay, log):
             process.send_signal(signal.SIGKILL)
             process.wait()
             return True, process.returncode
+
+
+def run_and_kill_at_step(command, env, target_step, offset_s, log):
+    """Start `command`; once it reports step `target_step`, SIGKILL it `offset_s` later (so the kill lands in
+    the next step or in the checkpoint write of that step, however slow the machine is right now).
+    Returns (killed, returncode)."""
+    reached = threading.Event()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
+
+    def follow():
+        with open(log, "a") as out:
+            for line in process.stdout:
+                out.write(line)
+                if line.startswith("step ") and int(line.split()[1]) >= target_step:
+                    reached.set()
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    while not reached.is_set() and process.poll() is None:
+        reached.wait(0.05)
+    if reached.is_set():
+        time.sleep(offset_s)
+    killed = process.poll() is None
+    if killed:
+        process.send_signal(signal.SIGKILL)
+    process.wait()
+    reader.join()
+    return killed, process.returncode
 
 
 def timed_run(command, env):
@@ -144,36 +176,57 @@ def main(argv=None):
     straight = work / "straight"
     startup_s, step_s, full_run_s = timed_run(train_command(straight, args.data, args.steps), env)
 
-    run = work / "interrupted"
-    events, finished = [], False
-    while not finished:
-        # Kill somewhere between half the start-up time and 90% of what is left of the run, so that kills land
-        # in start-up, in steps and in checkpoint writes, and the run never outlives its kill.
-        latest = (events[-1]["latest_step"] or 0) if events else 0
-        delay = rng.uniform(0.5 * startup_s, startup_s + 0.9 * (args.steps - latest) * step_s)
-        if len([e for e in events if e["killed"]]) >= args.kills:
-            delay = 3600.0  # enough kills: let it finish
-        killed, code = run_and_kill(train_command(run, args.data, args.steps), env, delay, log)
-        state = inspect_run(run)
-        if "error" in state:
-            raise SystemExit(f"after a kill the latest checkpoint of {run} does not load: {state['error']}")
-        final_exists = (run / "final" / "metadata.json").is_file()
-        leftovers = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")) if (run / "checkpoints").is_dir() else []
-        events.append({"what": "train", "delay_s": round(delay, 2), "killed": killed, "returncode": code,
-                       "latest_step": state["step"], "checkpoint_loads": True, "final": final_exists,
-                       "temporaries_left": leftovers})
-        print(f"train  kill {killed!s:5}  after {delay:6.1f}s  latest checkpoint step {events[-1]['latest_step']}  "
-              f"final {final_exists}  temporaries {leftovers}", flush=True)
-        if not killed:
-            if code != 0:
-                raise AssertionError(f"training ended with exit code {code}; see {log}")
-            finished = True
-        elif final_exists and (state["step"] or 0) < args.steps:
-            raise AssertionError("final/ exists although training had not finished")
-
-    a, b = trainer_weights(straight), trainer_weights(run)
-    max_diff = max(float(abs(x - y).max()) for x, y in zip(a, b))
-    final_equal = all((final_weights(straight)[k] == v).all() for k, v in final_weights(run).items())
+    # A run can finish before its next kill lands (start-up and checkpoint times vary), so kills are spread over
+    # rounds: each round is a fresh interrupted run, resumed until it finishes and then compared with the
+    # uninterrupted one; rounds continue until enough training kills have landed.
+    events, rounds, train_kills = [], [], 0
+    reference_weights, reference_final = trainer_weights(straight), final_weights(straight)
+    while train_kills < args.kills or not rounds:
+        run = work / f"interrupted_{len(rounds)}"
+        finished, latest = False, 0
+        while not finished:
+            # A quarter of the kills land in start-up (time-based); the rest land after a randomly chosen step
+            # has been reported, at a random offset within about a step, i.e. inside the next step's
+            # computation or inside that step's checkpoint write (checkpoints are written every step).
+            if train_kills >= args.kills:
+                killed, code = run_and_kill(train_command(run, args.data, args.steps), env, 3600.0, log)  # let it finish
+                where = "none"
+            elif rng.random() < 0.25 or latest >= args.steps - 1:
+                delay = rng.uniform(0.2, 1.0) * startup_s
+                where = f"start-up, after {delay:.1f}s"
+                killed, code = run_and_kill(train_command(run, args.data, args.steps), env, delay, log)
+            else:
+                target = rng.randint(latest + 1, args.steps - 1)
+                offset = rng.uniform(0.0, 1.5) * step_s
+                where = f"{offset:.2f}s after step {target}"
+                killed, code = run_and_kill_at_step(train_command(run, args.data, args.steps), env, target, offset, log)
+            train_kills += killed
+            state = inspect_run(run)
+            if "error" in state:
+                raise SystemExit(f"after a kill the latest checkpoint of {run} does not load: {state['error']}")
+            latest = state["step"] or 0
+            final_exists = (run / "final" / "metadata.json").is_file()
+            leftovers = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")) if (run / "checkpoints").is_dir() else []
+            events.append({"what": "train", "round": len(rounds), "kill_at": where, "killed": killed,
+                           "returncode": code, "latest_step": state["step"], "checkpoint_loads": True,
+                           "final": final_exists, "temporaries_left": leftovers})
+            print(f"train  round {len(rounds)}  kill {killed!s:5}  at {where:28}  latest checkpoint step "
+                  f"{state['step']}  final {final_exists}  temporaries {leftovers}", flush=True)
+            if not killed:
+                if code != 0:
+                    raise AssertionError(f"training ended with exit code {code}; see {log}")
+                finished = True
+            elif final_exists and latest < args.steps:
+                raise AssertionError("final/ exists although training had not finished")
+        weights = trainer_weights(run)
+        rounds.append({
+            "run": run.name,
+            "kills": sum(e["killed"] for e in events if e["what"] == "train" and e["round"] == len(rounds)),
+            "max_abs_weight_diff_vs_uninterrupted": max(float(abs(x - y).max()) for x, y in zip(reference_weights, weights)),
+            "final_weights_bitwise_equal": bool(all((reference_final[k] == v).all() for k, v in final_weights(run).items())),
+        })
+    max_diff = max(r["max_abs_weight_diff_vs_uninterrupted"] for r in rounds)
+    final_equal = all(r["final_weights_bitwise_equal"] for r in rounds)
 
     export_out = work / "export"
     export_cmd = [sys.executable, "-m", "keras_ict", "export", "--model", str(run / "final"), "--out", str(export_out),
@@ -206,6 +259,8 @@ def main(argv=None):
         "uninterrupted_run_s": round(full_run_s, 1),
         "startup_s": round(startup_s, 2),
         "step_s": round(step_s, 3),
+        "kills_during_checkpoint_write": sum(bool(e["killed"] and e["temporaries_left"]) for e in events if e["what"] == "train"),
+        "rounds": rounds,
         "max_abs_weight_diff_vs_uninterrupted": max_diff,
         "final_weights_bitwise_equal": bool(final_equal),
         "wall_s": round(time.monotonic() - start, 1),
@@ -213,7 +268,7 @@ def main(argv=None):
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{kills} kills ({result['train_kills']} training, {result['export_kills']} export); every resume loaded an "
+    print(f"{kills} kills ({result['train_kills']} training over {len(rounds)} runs, {result['export_kills']} export); every resume loaded an "
           f"intact checkpoint; final weights vs uninterrupted: max abs diff {max_diff:.3g}, bitwise equal {final_equal}")
     print(f"wrote {args.json}")
     if max_diff != 0.0 or not final_equal:

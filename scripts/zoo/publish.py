@@ -32,13 +32,13 @@ def files_with_digests(folder):
     }
 
 
-def stacked_samples(model, seeds, sigmas_1, sigmas_2, labels):
+def stacked_samples(model, seeds, sigmas_1, sigmas_2, labels, ncols):
     import numpy as np
 
     from keras_ict.sampling import generate, image_grid
 
-    one = image_grid(generate(model, seeds, sigmas=sigmas_1, labels=labels), ncols=8)
-    two = image_grid(generate(model, seeds, sigmas=sigmas_2, labels=labels), ncols=8)
+    one = image_grid(generate(model, seeds, sigmas=sigmas_1, labels=labels), ncols=ncols)
+    two = image_grid(generate(model, seeds, sigmas=sigmas_2, labels=labels), ncols=ncols)
     gap = np.full((4, one.shape[1], one.shape[2]), 255, np.uint8)
     return np.concatenate([one, gap, two], axis=0)
 
@@ -77,7 +77,7 @@ relative to FID-50k; compare like with like. Reproduce: `{meta['fid_command']}`.
 
 ![samples](samples.png)
 
-`samples.png`: seeds 0-{len(meta['sample_seeds']) - 1}, one step (top) and two steps (bottom).
+`samples.png`: seeds 0-{len(meta['sample_seeds']) - 1}, one step (top) and two steps (bottom){'; column j is class j (label = seed % ' + str(meta['label_dim']) + ')' if meta['label_dim'] else ''}.
 
 ## Use
 
@@ -142,11 +142,13 @@ def main(argv=None):
         export_report = json.loads((tmp / "export.json").read_text())
         shutil.copy2(final / "config.json", tmp / "config.json")
         shutil.copy2(final / "model.weights.h5", tmp / "model.weights.h5")
-        seeds = list(range(64))
+        # Conditional grids: one column per class (label = seed % classes, as in the FID protocol).
+        ncols = int(model.label_dim) if model.conditional else 8
+        seeds = list(range(ncols * (64 // ncols)))
         labels = [s % model.label_dim for s in seeds] if model.conditional else None
         from PIL import Image
 
-        Image.fromarray(np.squeeze(stacked_samples(model, seeds, sampling["sigmas_1step"], sampling["sigmas_2step"], labels))).save(tmp / "samples.png")
+        Image.fromarray(np.squeeze(stacked_samples(model, seeds, sampling["sigmas_1step"], sampling["sigmas_2step"], labels, ncols))).save(tmp / "samples.png")
         data_path = Path(str(run_config["data"]))
         meta = {
             "name": args.name,
