@@ -320,6 +320,19 @@ def _npz_key(npz, key, path):
         raise ValueError(f"{str(path)!r} has no array {key!r}; available keys: {sorted(npz.files)}")
 
 
+def _npz_array(npz, key, path):
+    """npz[key], with NumPy's refusal of pickled object arrays turned into a message naming the file."""
+    try:
+        return npz[key]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise ValueError(
+            f"{key} in {str(path)!r} is an object array (pickled Python objects, which can run code when loaded); "
+            "refusing to read it: store numeric arrays (uint8 images, integer labels)"
+        ) from None
+
+
 def _open_npz(path):
     try:
         return np.load(path, allow_pickle=False)
@@ -341,7 +354,7 @@ def _npz_header(path, split):
     with _open_npz(path) as npz:
         _npz_key(npz, f"x_{split}", path)
         try:
-            y = _labels_vector(npz[f"y_{split}"], path, split) if f"y_{split}" in npz.files else None
+            y = _labels_vector(_npz_array(npz, f"y_{split}", path), path, split) if f"y_{split}" in npz.files else None
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise ValueError(f"{str(path)!r}: cannot read y_{split} (truncated or corrupt?): {e}") from None
     try:
@@ -352,7 +365,7 @@ def _npz_header(path, split):
     except Exception:  # noqa: BLE001 - unusual header: load the array instead
         try:
             with _open_npz(path) as npz:
-                array = npz[f"x_{split}"]
+                array = _npz_array(npz, f"x_{split}", path)
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise ValueError(f"{str(path)!r}: cannot read x_{split} (truncated or corrupt?): {e}") from None
         shape, dtype = array.shape, array.dtype
@@ -375,11 +388,11 @@ def _load_npz(path, split, with_labels):
     with _open_npz(path) as npz:
         _npz_key(npz, f"x_{split}", path)
         try:
-            x = npz[f"x_{split}"]
+            x = _npz_array(npz, f"x_{split}", path)
             y = None
             if with_labels:
                 _npz_key(npz, f"y_{split}", path)
-                y = _labels_vector(npz[f"y_{split}"], path, split)
+                y = _labels_vector(_npz_array(npz, f"y_{split}", path), path, split)
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise ValueError(f"{str(path)!r} cannot be read (truncated or corrupt?): {e}") from None
     _check_images_array(x.shape, x.dtype, path, split)

@@ -352,14 +352,16 @@ def export(model, out_dir, formats=FORMATS, two_step_sigma=None, overwrite=False
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    if keras.backend.backend() != "tensorflow":
-        return _export_in_subprocess(model, out, formats, two_step_sigma, overwrite, python)
-
+    # Loaded (sha256, safe_mode, sigma and dtype checks) here even when another process writes the files, so
+    # bad input fails in this process with its own error type before any work starts.
     cm, recorded_mid, source = _load_model(model)
     mid = two_step_sigma if two_step_sigma is not None else recorded_mid
     _check_two_step(cm, mid)
     if cm.compute_dtype != "float32":
         raise ValueError(f"export needs a float32 model, got dtype policy {cm.dtype_policy.name}")
+    if keras.backend.backend() != "tensorflow":
+        return _export_in_subprocess(model, out, formats, two_step_sigma, overwrite, python)
+
     image_shape = tuple(int(v) for v in cm.image_shape)
     models = endpoint_models(cm, mid)
     specs = {name: _specs(name, image_shape, cm.conditional) for name in models}

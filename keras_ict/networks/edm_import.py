@@ -89,8 +89,16 @@ def _read_state_dict(source, trust_pickle, prefix):
         path = os.fspath(source)
         lower = path.lower()
         if lower.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as data:
-                items = {k: data[k] for k in data.files}
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    items = {k: data[k] for k in data.files}
+            except ValueError as e:
+                if "allow_pickle" not in str(e):
+                    raise
+                raise ValueError(
+                    f"{path} holds object arrays (pickled Python objects, which can run code when loaded); "
+                    "refusing to read it: a state dict .npz holds numeric arrays only"
+                ) from None
         elif lower.endswith((".pt", ".pth")):
             try:
                 import torch
@@ -99,7 +107,16 @@ def _read_state_dict(source, trust_pickle, prefix):
                     "Reading a .pt/.pth state dict needs PyTorch (`pip install torch`); "
                     "alternatively export it to .npz."
                 ) from e
-            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+            except Exception as e:
+                if trust_pickle or "weights_only" not in str(e):
+                    raise
+                # torch refused to unpickle something other than tensors and plain containers.
+                raise ValueError(
+                    f"{path} holds pickled Python objects beyond tensors, which can run code when loaded; "
+                    "refusing. Pass trust_pickle=True only for a file you trust."
+                ) from None
             if hasattr(obj, "state_dict") and callable(obj.state_dict):
                 obj = obj.state_dict()
             if not hasattr(obj, "items"):
