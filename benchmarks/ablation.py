@@ -1,11 +1,16 @@
 """The paper's ablations at small scale: original CT vs iCT, and iCT with each change reverted, on MNIST.
 
     python benchmarks/ablation.py [--steps 3000] [--fid-num 10000] [--variants ict ct ...] [--backend tensorflow]
+                                  [--reuse ict=runs/zoo/mnist]
 
 Every variant trains the `mnist` preset (same network, data, batch, optimizer, seed and steps) with
 `keras-ict train`, so an interrupted run resumes when the script is started again (across sessions), then
 `keras-ict fid` computes FID 1-step and 2-step with the same protocol (seeds 0..fid_num-1, the committed MNIST
 reference statistics). Prints a table and writes JSON with the compute used (wall time per variant).
+
+`--reuse VARIANT=RUN_DIR` takes an existing run instead of training one (the `mnist` zoo entry is the `ict`
+variant at 3000 steps): the same `keras-ict train` command is run on it, which refuses a run made with a
+different config and does nothing for a finished one; its FID file is used if its protocol matches.
 
 Variants (Song & Dhariwal 2024 Sec. 3-4 vs Song et al. 2023):
   ict                 iCT: student teacher, pseudo-Huber, lambda = 1/(s_{i+1} - s_i), lognormal indices, s0 10 / s1 1280
@@ -17,6 +22,7 @@ Variants (Song & Dhariwal 2024 Sec. 3-4 vs Song et al. 2023):
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -55,7 +61,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--fid-num", type=int, default=10_000)
     parser.add_argument("--backend", default="tensorflow")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "mnist.npz"))
+    parser.add_argument("--data", default="../shared/datasets/mnist.npz", help="relative to the repository root")
+    parser.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR")
     parser.add_argument("--ref", default=str(REPO / "fid_refs" / "mnist-train-32px.npz"))
     parser.add_argument("--work", default=str(REPO / "runs" / "ablation"))
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "ablation.json"))
@@ -63,20 +70,31 @@ def main():
     if not Path(args.ref).is_file():
         raise SystemExit(f"reference statistics {args.ref} not found; make them with keras-ict fid-ref (see README)")
 
+    reuse = {}
+    for item in args.reuse:
+        name, sep, folder = item.partition("=")
+        if not sep or name not in VARIANTS or not (REPO / folder / "config.json").is_file():
+            raise SystemExit(f"--reuse {item!r}: expected VARIANT=RUN_DIR with a variant in {list(VARIANTS)} and a run folder")
+        reuse[name] = REPO / folder
+    ref_sha = hashlib.sha256(Path(args.ref).read_bytes()).hexdigest()
     env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.variants:
-        run_dir = work / name
+        run_dir = reuse.get(name, work / name)
         log = work / f"{name}.log"
         sets = [item for key, value in VARIANTS[name].items() for item in ("--set", f"{key}={value}")]
         train = [sys.executable, "-m", "keras_ict", "train", "--preset", "mnist", "--data", args.data,
                  "--steps", str(args.steps), "--out", str(run_dir)] + sets
         train_s = run(train, env, log)
-        fid_json = run_dir / f"fid{args.fid_num}.json"
+        fid_json = run_dir / (f"fid{args.fid_num // 1000}k.json" if args.fid_num % 1000 == 0 else f"fid{args.fid_num}.json")
         fid_s = 0.0
-        if not fid_json.is_file():
+        if fid_json.is_file():
+            old = json.loads(fid_json.read_text())["results"]
+            if {(r["num"], r["steps"], r["reference"]["ref_sha256"]) for r in old} != {(args.fid_num, 1, ref_sha), (args.fid_num, 2, ref_sha)}:
+                raise SystemExit(f"{fid_json} was made with another protocol (count, steps or reference); move it away")
+        else:
             fid_s = run([sys.executable, "-m", "keras_ict", "fid", "--model", str(run_dir / "final"), "--ref", args.ref,
                          "--num", str(args.fid_num), "--steps", "1,2", "--out", str(fid_json)], env, log)
         results = json.loads(fid_json.read_text())["results"]
