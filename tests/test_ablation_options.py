@@ -123,3 +123,29 @@ def test_bad_switches():
 
     with pytest.raises(ValueError, match="teacher must be one of"):
         resolve_config("mnist", {"teacher": "frozen"})
+
+
+def test_ablation_variants_are_the_issue_s_configs():
+    """benchmarks/ablation.py's variants resolve, and each reverts exactly the iCT changes it names."""
+    import importlib.util
+    from pathlib import Path
+
+    from keras_ict.presets import resolve_config
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+    spec = importlib.util.spec_from_file_location("ablation", path)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+
+    ict = resolve_config("mnist")
+    changed = {}
+    for name, overrides in ablation.VARIANTS.items():
+        config = resolve_config("mnist", {k: str(v) for k, v in overrides.items()})
+        changed[name] = {k: config[k] for k in config if config[k] != ict[k]}
+    assert changed["ict"] == {}
+    assert changed["ct"] == {"teacher": "ema", "distance": "l2", "weighting": "uniform", "index_distribution": "uniform",
+                             "curriculum": "ct", "s0": 2, "s1": 150}
+    assert changed["ict-ema-teacher"] == {"teacher": "ema"}
+    assert changed["ict-l2"] == {"distance": "l2"}
+    assert changed["ict-uniform-index"] == {"index_distribution": "uniform"}
+    assert changed["ict-old-curriculum"] == {"curriculum": "ct", "s0": 2, "s1": 150}
