@@ -30,21 +30,13 @@ import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
+from _common import versions  # noqa: E402
 BACKENDS = ("tensorflow", "jax", "torch")
 
-
-def _versions():
-    out = {"python": platform.python_version()}
-    for name in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _fwd_bwd(backend, fn, params, inputs):
@@ -242,7 +234,7 @@ def main():
         print(f"{f['backend']}: fails: {f['error']}")
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
-        "versions": _versions(),
+        "versions": versions(),
         "loadavg_1min_at_start": load_start,
         "loadavg_1min_at_end": os.getloadavg()[0],
         "note": args.note,

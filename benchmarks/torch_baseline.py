@@ -34,11 +34,9 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
+from _common import maxrss_mib, versions  # noqa: E402
 DEFAULT_SHARED = REPO.parent / "shared"
 
 
@@ -624,20 +624,6 @@ class ICTTrainer:
 # Benchmark: the timing protocol of train_throughput.py.
 
 
-def _maxrss_mib():
-    # Linux reports ru_maxrss in KiB, macOS in bytes.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-def _versions():
-    out = {"python": platform.python_version()}
-    for name in ("torch", "numpy", "keras"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def variant_label(compile_status, channels_last):
@@ -649,7 +635,7 @@ def variant_label(compile_status, channels_last):
 def measure(args):
     """One continuous run of (warmup + repeats) x steps_per_repeat steps, each step timed to its end
     (float(loss) is a host sync); warm-up steps dropped, each repeat's step time = mean over its steps."""
-    rss_start = _maxrss_mib()
+    rss_start = maxrss_mib()
     torch.set_num_threads(args.threads or os.cpu_count())
     training, kwargs = resolve_without_keras(args.network, args.preset)
     torch.manual_seed(0)
@@ -657,7 +643,7 @@ def measure(args):
     params = sum(p.numel() for p in network.parameters() if p.requires_grad)
     trainer = ICTTrainer(network, training, device=args.device, compile_network=args.compile,
                          channels_last=args.channels_last)
-    rss_built = _maxrss_mib()
+    rss_built = maxrss_mib()
 
     warmup_steps = args.warmup * args.steps_per_repeat
     total_steps = warmup_steps + args.repeats * args.steps_per_repeat
@@ -716,7 +702,7 @@ def measure(args):
         "img_per_s_max": args.batch_size / times[0],
         "repeat_step_s": times,
         "first_step_s": float(steps[0]),
-        "peak_rss_mib": _maxrss_mib(),  # this process never imports Keras
+        "peak_rss_mib": maxrss_mib(),  # this process never imports Keras
         "rss_after_import_mib": rss_start,
         "rss_after_build_mib": rss_built,
         "input_data_mib": (x.nbytes + (labels.nbytes if labels is not None else 0)) / 2**20,
@@ -781,7 +767,7 @@ def main():
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
                     "threads_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}},
         "python": platform.python_version(),
-        "versions": _versions(),
+        "versions": versions(("torch", "numpy", "keras")),
         "config": {k: v for k, v in vars(args).items() if k != "resolve_only"},
         "results": [row],
     }

@@ -38,23 +38,18 @@ import json
 import os
 import platform
 import re
-import resource
 import signal
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
+from _common import maxrss_mib, versions  # noqa: E402
 ALL_VARIANTS = ["tensorflow:false", "tensorflow:true", "jax:true", "torch:false", "torch:true"]
 _ALIASES = {"tf": "tensorflow", "pytorch": "torch"}
 
-
-def _maxrss_mib():
-    # Linux reports ru_maxrss in KiB, macOS in bytes.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def parse_jit(value):
@@ -93,7 +88,7 @@ def measure(args):
     import keras_ict
     from keras_ict.networks import network_from_preset
 
-    rss_imported = _maxrss_mib()
+    rss_imported = maxrss_mib()
 
     backend = keras.backend.backend()
     dynamo_note = None
@@ -109,7 +104,7 @@ def measure(args):
     trainer = keras_ict.ConsistencyTrainer(keras_ict.ConsistencyModel(network), total_steps=10_000, seed=0)
     trainer.compile(optimizer=keras_ict.optimizers.RAdam(1e-4), jit_compile=args.jit)
     resolved_jit = bool(trainer.jit_compile)
-    rss_built = _maxrss_mib()
+    rss_built = maxrss_mib()
 
     warmup_steps = args.warmup * args.steps_per_repeat
     total_steps = warmup_steps + args.repeats * args.steps_per_repeat
@@ -155,7 +150,7 @@ def measure(args):
         "repeat_step_s": times,
         "first_step_s": float(steps[0]),
         "warmup_step_s": [float(t) for t in steps[:warmup_steps]],
-        "peak_rss_mib": _maxrss_mib(),
+        "peak_rss_mib": maxrss_mib(),
         "rss_after_import_mib": rss_imported,
         "rss_after_build_mib": rss_built,
         "input_data_mib": (x.nbytes + (labels.nbytes if labels is not None else 0)) / 2**20,
@@ -172,15 +167,6 @@ def measure(args):
             row["torch_dynamo"] = dynamo_note
     return row
 
-
-def _versions():
-    out = {"python": platform.python_version()}
-    for name in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _failure_reason(proc_stderr, returncode):
@@ -295,7 +281,7 @@ def main():
                                     if k in os.environ},
                     "loadavg_1min_at_start": os.getloadavg()[0]},
         "python": platform.python_version(),
-        "versions": _versions(),
+        "versions": versions(),
         "config": dict({k: v for k, v in vars(args).items() if k != "worker"},
                        variants_run=[f"{b}:{str(j).lower()}" for b, j in variants],
                        timing="wall time between consecutive step ends inside one fit call, loss read each step",

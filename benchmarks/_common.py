@@ -1,0 +1,25 @@
+"""What every benchmark records next to its figures: package versions and peak memory."""
+
+import platform
+import resource
+import sys
+from importlib import metadata
+
+PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy")
+
+
+def versions(packages=PACKAGES):
+    """Python and the installed versions of `packages` (missing ones left out); reads metadata, imports nothing."""
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def maxrss_mib():
+    """This process's peak resident memory in MiB (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
