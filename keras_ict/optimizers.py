@@ -15,6 +15,8 @@ import math
 import keras
 from keras import ops
 
+from . import backend_utils
+
 
 @keras.saving.register_keras_serializable(package="keras_ict")
 class RAdam(keras.optimizers.Optimizer):
@@ -51,6 +53,16 @@ class RAdam(keras.optimizers.Optimizer):
         adaptive = rect * ops.sqrt(one_minus_b2_power) / (ops.sqrt(v) + self.epsilon)
         scale = ops.where(rho_t > 5.0, adaptive, ops.ones_like(adaptive))
         self.assign_sub(variable, lr * m_hat * scale)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        dtypes = {keras.backend.standardize_dtype(v.dtype) for v in trainable_variables}
+        if not backend_utils.torch_multi_tensor_optimizer() or len(dtypes) != 1:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        index = [self._get_variable_index(v) for v in trainable_variables]
+        backend_utils.torch_radam_update(
+            grads, trainable_variables, [self._momentums[i] for i in index], [self._velocities[i] for i in index],
+            self.iterations, learning_rate, self.beta_1, self.beta_2, self.epsilon,
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -236,6 +236,8 @@ def _in_float32(fn, x, *args):
 def _fir_down_depthwise(x, fir, pad):
     c = x.shape[-1]
     k = np.tile(fir[:, :, None, None], (1, 1, c, 1))
+    if backend_utils.torch_channels_last_kernels() and pad >= 0:
+        return backend_utils.torch_conv2d_nhwc(x, _const(k, x.dtype), stride=2, padding=pad, depthwise=True)
     x = _pad_or_crop_hw(x, pad, pad)
     return ops.depthwise_conv(x, _const(k, x.dtype), strides=2, padding="valid")
 
@@ -243,6 +245,10 @@ def _fir_down_depthwise(x, fir, pad):
 def _fir_up_depthwise(x, fir, pad):
     c = x.shape[-1]
     size = fir.shape[0]
+    if backend_utils.torch_channels_last_kernels() and 0 <= pad <= size - 2:
+        # torch's transposed convolution takes the unflipped filter (EDM's own form of this op).
+        k = np.tile((4.0 * fir)[:, :, None, None], (1, 1, c, 1))
+        return backend_utils.torch_depthwise_conv_transpose2d_nhwc(x, _const(k, x.dtype), stride=2, padding=pad)
     k = np.tile((4.0 * fir[::-1, ::-1])[:, :, None, None], (1, 1, c, 1))
     x = _zero_upsample(x)
     # Transposed conv == dilate by 2, pad by (size - 1 - pad), correlate with flipped kernel.
@@ -458,12 +464,17 @@ class Conv2d(keras.layers.Layer):
                     ),
                 )
 
-    def _conv(self, x, pad):
+    def _conv(self, x, pad, bias=None):
+        """Convolution after padding by `pad`, then `+ bias` (fused into the kernel on torch)."""
         w = ops.cast(self.kernel, x.dtype)
+        b = None if bias is None else ops.cast(bias, x.dtype)
+        if backend_utils.torch_channels_last_kernels() and pad >= 0:
+            return backend_utils.torch_conv2d_nhwc(x, w, padding=pad, bias=b)
         if pad == self.kernel_size // 2 and self.kernel_size % 2 == 1:
-            return ops.conv(x, w, strides=1, padding="same")
-        x = _pad_or_crop_hw(x, pad, pad)
-        return ops.conv(x, w, strides=1, padding="valid")
+            y = ops.conv(x, w, strides=1, padding="same")
+        else:
+            y = ops.conv(_pad_or_crop_hw(x, pad, pad), w, strides=1, padding="valid")
+        return y if b is None else backend_utils.bias_add(y, b)
 
     def call(self, x):
         has_w = self.kernel is not None
@@ -472,8 +483,8 @@ class Conv2d(keras.layers.Layer):
         fir = self._fir
         if self.fused_resample and self.up and has_w:
             x = _fir_up(x, fir, w_pad + f_pad)
-            x = self._conv(x, 0)
-        elif self.fused_resample and self.down and has_w:
+            return self._conv(x, 0, self.bias)
+        if self.fused_resample and self.down and has_w:
             x = self._conv(x, w_pad + f_pad)
             x = _fir_down(x, fir, 0)
         else:
@@ -482,7 +493,7 @@ class Conv2d(keras.layers.Layer):
             if self.down:
                 x = _fir_down(x, fir, f_pad)
             if has_w:
-                x = self._conv(x, w_pad)
+                return self._conv(x, w_pad, self.bias)
         if self.bias is not None:
             x = x + ops.cast(self.bias, x.dtype)
         return x
@@ -550,17 +561,25 @@ class GroupNorm(keras.layers.Layer):
 
     def call(self, x):
         dtype = x.dtype
-        h, w = _spatial_dims(x)
-        c = x.shape[-1]
-        g = self.groups
         xf = ops.cast(x, "float32") if _is_low_precision(dtype) else x
-        xg = ops.reshape(xf, (-1, h, w, g, c // g))
-        mean = ops.mean(xg, axis=(1, 2, 4), keepdims=True)
-        centred = xg - mean
-        var = ops.mean(ops.square(centred), axis=(1, 2, 4), keepdims=True)
-        y = ops.reshape(centred * ops.rsqrt(var + self.eps), (-1, h, w, c))
-        y = y * ops.cast(self.gamma, y.dtype) + ops.cast(self.beta, y.dtype)
+        gamma, beta = ops.cast(self.gamma, xf.dtype), ops.cast(self.beta, xf.dtype)
+        if backend_utils.torch_channels_last_kernels():
+            return ops.cast(backend_utils.torch_group_norm_nhwc(xf, self.groups, gamma, beta, self.eps), dtype)
+        # Statistics as per-channel means over H and W, then averaged over each group's channels (every
+        # channel has H * W values, so this is the group mean): reductions that keep the channel axis
+        # innermost, which TensorFlow runs about 1.6x faster (forward + backward) than one reduction over
+        # (H, W, C / G). gamma is folded into the scale: one pass fewer over the activations.
+        mean = self._group_mean(ops.mean(xf, axis=(1, 2), keepdims=True))
+        centred = xf - mean
+        var = self._group_mean(ops.mean(ops.square(centred), axis=(1, 2), keepdims=True))
+        y = centred * (ops.rsqrt(var + self.eps) * gamma) + beta
         return ops.cast(y, dtype)
+
+    def _group_mean(self, per_channel):
+        """(B, 1, 1, C) -> (B, 1, 1, C): each channel's value replaced by the mean over its group."""
+        c, g = per_channel.shape[-1], self.groups
+        grouped = ops.mean(ops.reshape(per_channel, (-1, g, c // g)), axis=2, keepdims=True)
+        return ops.reshape(ops.repeat(grouped, c // g, axis=2), (-1, 1, 1, c))
 
     def edm_tensors(self):
         return {"weight": ("vector", self.gamma), "bias": ("vector", self.beta)}
