@@ -2,8 +2,10 @@
 
 Value checks (sigma > 0, labels in range) can only run on concrete values; inside a compiled function
 (tf.function, jax.jit, torch.compile) they are skipped and the caller's eager checks have to do.
-Also here: replica helpers and distribution scopes, which form of FIR resampling is fast on the backend,
-and the torch backend's direct channels-last convolution and group-norm kernels.
+Also here: replica helpers and distribution scopes, and the speed paths that differ per backend (measured in
+benchmarks/README.md): which form of FIR resampling is fast, torch's channels-last convolution and group-norm
+kernels called directly, RAdam's multi-tensor update on torch, the teacher pass under torch.no_grad, and
+TensorFlow's fusable bias_add.
 """
 
 import contextlib
