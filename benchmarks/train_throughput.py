@@ -99,6 +99,7 @@ def measure(args):
         # then fails on this network ("cannot determine truth value of Relational"); static shapes compile.
         torch._dynamo.config.automatic_dynamic_shapes = False
         dynamo_note = "automatic_dynamic_shapes=False"
+    keras.config.set_dtype_policy(args.dtype_policy)
     keras.utils.set_random_seed(0)
     network = network_from_preset(args.preset)
     trainer = keras_ict.ConsistencyTrainer(keras_ict.ConsistencyModel(network), total_steps=10_000, seed=0)
@@ -143,6 +144,7 @@ def measure(args):
         "preset": args.preset,
         "params": int(network.count_params()),
         "batch_size": args.batch_size,
+        "dtype_policy": args.dtype_policy,
         "step_s_min": times[0],
         "step_s_median": median,
         "img_per_s_median": args.batch_size / median,
@@ -184,12 +186,12 @@ def _failure_reason(proc_stderr, returncode):
 def run_variant(args, preset, backend, jit, batch_size):
     cmd = [sys.executable, __file__, "--worker", "--preset", preset, "--batch-size", str(batch_size),
            "--steps-per-repeat", str(args.steps_per_repeat), "--repeats", str(args.repeats),
-           "--warmup", str(args.warmup), "--jit", str(jit).lower()]
+           "--warmup", str(args.warmup), "--jit", str(jit).lower(), "--dtype-policy", args.dtype_policy]
     if args.torch_dynamic_shapes:
         cmd.append("--torch-dynamic-shapes")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     base = {"backend": backend, "jit_compile": jit, "variant": variant_label(backend, jit),
-            "preset": preset, "batch_size": batch_size}
+            "preset": preset, "batch_size": batch_size, "dtype_policy": args.dtype_policy}
     start = time.perf_counter()
     # Own process group, so a timeout also ends helpers the worker started (torch inductor's compile workers).
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
@@ -240,6 +242,8 @@ def main():
     parser.add_argument("--presets", nargs="+", default=None, help="several networks (overrides --preset)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batch-sizes", default=None, help="comma-separated, e.g. 32,64,128,256 (overrides --batch-size)")
+    parser.add_argument("--dtype-policy", default="float32",
+                        help="Keras dtype policy of the network, e.g. mixed_bfloat16 (GPU bf16 runs)")
     parser.add_argument("--steps-per-repeat", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="warm-up repeats (of --steps-per-repeat steps) dropped")
