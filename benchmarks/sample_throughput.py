@@ -134,12 +134,6 @@ def main():
         row["img_per_s"] = row["batch"] / row["seconds"]
         row["latency_ms"] = 1000 * row["seconds"] if row["batch"] == 1 else None
 
-    print(f"| runtime | steps | batch {args.batch_size} img/s | batch 1 latency (ms) |\n| --- | ---: | ---: | ---: |")
-    for runtime in dict.fromkeys(r["runtime"] for r in rows):
-        for steps in (1, 2):
-            big = next(r for r in rows if r["runtime"] == runtime and r["steps"] == steps and r["batch"] == args.batch_size)
-            one = next(r for r in rows if r["runtime"] == runtime and r["steps"] == steps and r["batch"] == 1)
-            print(f"| {runtime} | {steps} | {big['img_per_s']:.1f} | {one['latency_ms']:.1f} |")
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
         "python": platform.python_version(),
@@ -150,6 +144,10 @@ def main():
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tables import sample_table
+
+    print(sample_table(Path(args.json).name, report))
     print(f"wrote {args.json}")
 
 
