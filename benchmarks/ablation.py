@@ -8,6 +8,10 @@ Every variant trains the `mnist` preset (same network, data, batch, optimizer, s
 `keras-ict fid` computes FID 1-step and 2-step with the same protocol (seeds 0..fid_num-1, the committed MNIST
 reference statistics). Prints a table and writes JSON with the compute used (wall time per variant).
 
+`--collect` runs nothing: it reports the variants that are already finished (final model and FID file)
+and names the ones that are not, so the table can be read while the runs go on in the background. The JSON
+is rewritten after every variant, so it always holds what has finished.
+
 `--reuse VARIANT=RUN_DIR` takes an existing run instead of training one (the `mnist` zoo entry is the `ict`
 variant at 3000 steps): the same `keras-ict train` command is run on it, which refuses a run made with a
 different config and does nothing for a finished one; its FID file is used if its protocol matches.
@@ -23,6 +27,7 @@ Variants (Song & Dhariwal 2024 Sec. 3-4 vs Song et al. 2023):
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -32,6 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import ablation_table  # noqa: E402
 
 CT_CURRICULUM = {"curriculum": "ct", "s0": "2", "s1": "150"}
 VARIANTS = {
@@ -63,6 +70,7 @@ def main():
     parser.add_argument("--backend", default="tensorflow")
     parser.add_argument("--data", default="../shared/datasets/mnist.npz", help="relative to the repository root")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR")
+    parser.add_argument("--collect", action="store_true", help="report finished variants only; train and evaluate nothing")
     parser.add_argument("--ref", default=str(REPO / "fid_refs" / "mnist-train-32px.npz"))
     parser.add_argument("--work", default=str(REPO / "runs" / "ablation"))
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "ablation.json"))
@@ -84,11 +92,13 @@ def main():
     for name in args.variants:
         run_dir = reuse.get(name, work / name)
         log = work / f"{name}.log"
+        fid_json = run_dir / (f"fid{args.fid_num // 1000}k.json" if args.fid_num % 1000 == 0 else f"fid{args.fid_num}.json")
+        if args.collect and not (fid_json.is_file() and (run_dir / "final" / "metadata.json").is_file()):
+            continue
         sets = [item for key, value in VARIANTS[name].items() for item in ("--set", f"{key}={value}")]
         train = [sys.executable, "-m", "keras_ict", "train", "--preset", "mnist", "--data", args.data,
                  "--steps", str(args.steps), "--out", str(run_dir)] + sets
-        train_s = run(train, env, log)
-        fid_json = run_dir / (f"fid{args.fid_num // 1000}k.json" if args.fid_num % 1000 == 0 else f"fid{args.fid_num}.json")
+        train_s = 0.0 if args.collect else run(train, env, log)
         fid_s = 0.0
         if fid_json.is_file():
             old = json.loads(fid_json.read_text())["results"]
@@ -99,26 +109,57 @@ def main():
                          "--num", str(args.fid_num), "--steps", "1,2", "--out", str(fid_json)], env, log)
         results = json.loads(fid_json.read_text())["results"]
         meta = json.loads((run_dir / "final" / "metadata.json").read_text())
+        if args.collect:
+            _check_finished_run(name, run_dir, meta, args.steps)
         row = {"variant": name, "overrides": VARIANTS[name], "steps": meta["steps"], "images_seen": meta["images_seen"],
-               "train_wall_s": meta["wall_time_s"], "this_invocation_s": round(train_s + fid_s, 1),
-               "backend": meta["backend"]}
+               "train_wall_s": meta["wall_time_s"], "fid_wall_s": round(sum(r["wall_s"] for r in results), 1),
+               "this_invocation_s": round(train_s + fid_s, 1), "backend": meta["backend"]}
         for r in results:
             row[r["metric"]] = r["fid"]
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{r['metric']} {r['fid']:.2f}" for r in results), flush=True)
+        _write_report(args, rows)
 
-    metrics = [k for k in rows[0] if k.startswith("fid")] if rows else []
-    print("| variant | " + " | ".join(metrics) + " | train wall (s) |\n| --- |" + " ---: |" * (len(metrics) + 1))
-    for r in rows:
-        print(f"| {r['variant']} | " + " | ".join(f"{r[m]:.2f}" for m in metrics) + f" | {r['train_wall_s']:.0f} |")
+    report = _write_report(args, rows)
+    print(ablation_table(report))
+    print(f"wrote {args.json}")
+
+
+def _check_finished_run(name, run_dir, meta, steps):
+    # --collect skips `keras-ict train`, which is what normally refuses a folder trained with another recipe.
+    config = json.loads((run_dir / "config.json").read_text())
+    wrong = {k: config.get(k) for k, v in VARIANTS[name].items() if str(config.get(k)) != v}
+    if config.get("preset") != "mnist" or meta["steps"] != steps or wrong:
+        raise SystemExit(f"{run_dir} is not the {name!r} variant at {steps} steps (preset {config.get('preset')}, "
+                         f"steps {meta['steps']}, differing settings {wrong}); move it away")
+
+
+def _versions():
+    found = {"python": platform.python_version()}
+    for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _write_report(args, rows):
+    done = {r["variant"] for r in rows}
+    unfinished = [v for v in args.variants if v not in done]
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "versions": _versions(),
         "config": {k: v for k, v in vars(args).items()},
         "results": rows,
+        "unfinished": unfinished,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+    return report
 
 
 if __name__ == "__main__":

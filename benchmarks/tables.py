@@ -1,10 +1,11 @@
 """Markdown tables for benchmarks/README.md from the JSON files the benchmark scripts wrote.
 
-    python benchmarks/tables.py [RESULT.json ...]     (default: every train/torch-baseline/sample file in results/)
+    python benchmarks/tables.py [RESULT.json ...]     (default: every train/torch-baseline/sample/ablation file in results/)
 
 Train-step files (`train_throughput.py`, `torch_baseline.py`) are merged into one table per network and batch
 size, with each row's images/s relative to the plain-PyTorch eager baseline of the same network and batch
-(when one was measured); `sample_throughput.py` files give a sampling table. Files whose name contains
+(when one was measured); `sample_throughput.py` files give a sampling table, `ablation.py` files the FID
+table of the ablation variants. Files whose name contains
 "_at_" are earlier measurements kept for comparison and are skipped unless named explicitly.
 """
 
@@ -16,17 +17,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _load(paths):
-    train, sample = [], []
+    train, sample, ablation = [], [], []
     for path in paths:
         report = json.loads(Path(path).read_text())
         rows = report.get("results", [])
-        if rows and "runtime" in rows[0]:
+        if rows and "overrides" in rows[0]:
+            ablation.append(report)
+        elif rows and "runtime" in rows[0]:
             sample.append((Path(path).name, report))
         elif rows and "step_s_median" in rows[0]:
             train.extend(dict(row, source=Path(path).name) for row in rows)
             for failure in report.get("failures", []):
                 train.append(dict(failure, source=Path(path).name, failed=True))
-    return train, sample
+    return train, sample, ablation
 
 
 def train_table(rows):
@@ -59,6 +62,27 @@ def sample_table(name, report):
     return "\n".join(lines)
 
 
+def ablation_table(report):
+    """FID per ablation variant, with the change from `ict` (positive = worse than iCT) and the compute used."""
+    rows = report["results"]
+    metrics = sorted({k for r in rows for k in r if k.startswith("fid") and k.endswith("step")}, key=lambda m: (len(m), m))
+    base = next((r for r in rows if r["variant"] == "ict"), None)
+    head = "| variant | reverted / changed | " + " | ".join(f"{m} | vs ict" for m in metrics)
+    lines = [head + " | steps | images | train min | FID min |",
+             "| --- | --- |" + " ---: | ---: |" * len(metrics) + " ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        changes = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(none: iCT)"
+        cells = []
+        for m in metrics:
+            delta = f"{r[m] - base[m]:+.2f}" if base and r is not base and m in base else ""
+            cells.append(f"{r[m]:.2f} | {delta}")
+        lines.append(f"| {r['variant']} | {changes} | " + " | ".join(cells) +
+                     f" | {r['steps']} | {r['images_seen']} | {r['train_wall_s'] / 60:.0f} | {r.get('fid_wall_s', 0) / 60:.0f} |")
+    if report.get("unfinished"):
+        lines.append(f"\nnot finished yet: {', '.join(report['unfinished'])}")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*")
@@ -69,11 +93,13 @@ def main():
     )
     if not files:
         raise SystemExit(f"no result files given or found in {RESULTS}")
-    train, sample = _load(files)
+    train, sample, ablation = _load(files)
     if train:
         print(train_table(train), end="\n\n")
     for name, report in sample:
         print(sample_table(name, report), end="\n\n")
+    for report in ablation:
+        print(ablation_table(report), end="\n\n")
 
 
 if __name__ == "__main__":

@@ -149,3 +149,48 @@ def test_ablation_variants_are_the_issue_s_configs():
     assert changed["ict-l2"] == {"distance": "l2"}
     assert changed["ict-uniform-index"] == {"index_distribution": "uniform"}
     assert changed["ict-old-curriculum"] == {"curriculum": "ct", "s0": 2, "s1": 150}
+
+
+def _fake_finished_run(folder, ref_sha, fid_1, fid_2, **config):
+    import json
+
+    (folder / "final").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(dict({"preset": "mnist"}, **config)))
+    (folder / "final" / "metadata.json").write_text(json.dumps(
+        {"steps": 3000, "images_seen": 96000, "wall_time_s": 1800.0, "backend": "tensorflow"}))
+    results = [{"metric": f"fid10k_{steps}step", "fid": fid, "num": 10000, "steps": steps, "wall_s": 500.0,
+                "reference": {"ref_sha256": ref_sha}} for steps, fid in ((1, fid_1), (2, fid_2))]
+    (folder / "fid10k.json").write_text(json.dumps({"results": results}))
+
+
+def test_ablation_collect_reports_finished_variants_only(tmp_path):
+    """`ablation.py --collect` tabulates the finished runs, lists the others, and refuses a folder of another recipe."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+    ref = tmp_path / "ref.npz"
+    ref.write_bytes(b"stand-in statistics")
+    ref_sha = hashlib.sha256(ref.read_bytes()).hexdigest()
+    work = tmp_path / "runs"
+    _fake_finished_run(work / "ict", ref_sha, 190.0, 145.0)
+    _fake_finished_run(work / "ict-l2", ref_sha, 200.5, 150.25, distance="l2")
+    (work / "ct").mkdir()  # started, not finished
+    out = tmp_path / "ablation.json"
+    command = [sys.executable, str(script), "--collect", "--work", str(work), "--ref", str(ref), "--json", str(out)]
+
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    report = json.loads(out.read_text())
+    assert [r["variant"] for r in report["results"]] == ["ict", "ict-l2"]
+    assert report["unfinished"] == ["ct", "ict-ema-teacher", "ict-uniform-index", "ict-old-curriculum"]
+    assert report["results"][1]["fid10k_1step"] == 200.5 and report["results"][1]["fid_wall_s"] == 1000.0
+    assert "| ict-l2 | distance=l2 | 200.50 | +10.50 | 150.25 | +5.25 |" in done.stdout
+    assert "not finished yet: ct, ict-ema-teacher" in done.stdout
+
+    config = json.loads((work / "ict-l2" / "config.json").read_text())
+    (work / "ict-l2" / "config.json").write_text(json.dumps(dict(config, distance="pseudo_huber")))
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode != 0 and "is not the 'ict-l2' variant" in refused.stderr
