@@ -27,7 +27,6 @@ Variants (Song & Dhariwal 2024 Sec. 3-4 vs Song et al. 2023):
 
 import argparse
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import versions  # noqa: E402
 from tables import ablation_table  # noqa: E402
 
 CT_CURRICULUM = {"curriculum": "ct", "s0": "2", "s1": "150"}
@@ -134,22 +134,12 @@ def _check_finished_run(name, run_dir, meta, steps):
                          f"steps {meta['steps']}, differing settings {wrong}); move it away")
 
 
-def _versions():
-    found = {"python": platform.python_version()}
-    for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def _write_report(args, rows):
     done = {r["variant"] for r in rows}
     unfinished = [v for v in args.variants if v not in done]
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
-        "versions": _versions(),
+        "versions": versions(),
         "config": {k: v for k, v in vars(args).items()},
         "results": rows,
         "unfinished": unfinished,

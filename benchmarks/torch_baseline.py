@@ -515,7 +515,7 @@ class ConsistencyFunction(nn.Module):
         c_in = 1.0 / torch.sqrt(s**2 + sd**2)
         c_noise = self.noise_label_scale * torch.log(sigma) / 4.0
         onehot = F.one_hot(labels, self.label_dim).to(x.dtype) if self.label_dim else None
-        return c_skip * x + c_out * net(c_in * x, c_noise, onehot)
+        return c_skip * x + c_out * net(c_in * x, c_noise, onehot).float()  # float32 also under bf16 autocast
 
 
 def pseudo_huber(a, b, c):
@@ -527,8 +527,9 @@ def pseudo_huber(a, b, c):
 class ICTTrainer:
     """The training loop's state and step; `step(images, labels)` does one full iCT update."""
 
-    def __init__(self, network, training, device="cpu", compile_network=False, channels_last=False):
+    def __init__(self, network, training, device="cpu", compile_network=False, channels_last=False, amp_dtype=None):
         self.device = torch.device(device)
+        self.amp_dtype = amp_dtype  # e.g. torch.bfloat16: the network runs under autocast, weights stay float32
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.f = ConsistencyFunction(network, training["sigma_min"], training["sigma_data"])
         self.f.to(self.device, memory_format=self.memory_format)
@@ -581,11 +582,15 @@ class ICTTrainer:
     def paired_forward(self, images, z, sigma, sigma_next, labels=None):
         """(student, teacher): teacher without gradients, both with the same dropout masks."""
         state = self._rng_state()
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             teacher = self.f(images + sigma.view(-1, 1, 1, 1) * z, sigma, labels, net=self.net_call)
         self._set_rng_state(state)
-        student = self.f(images + sigma_next.view(-1, 1, 1, 1) * z, sigma_next, labels, net=self.net_call)
+        with self._autocast():
+            student = self.f(images + sigma_next.view(-1, 1, 1, 1) * z, sigma_next, labels, net=self.net_call)
         return student, teacher
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     def per_sample_loss(self, images, z, sigma, sigma_next, labels=None):
         student, teacher = self.paired_forward(images, z, sigma, sigma_next, labels)
@@ -641,8 +646,9 @@ def measure(args):
     torch.manual_seed(0)
     network = SongUNet(**kwargs, attention_impl=args.attention)
     params = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    amp_dtype = {"float32": None, "bfloat16": torch.bfloat16}[args.amp]
     trainer = ICTTrainer(network, training, device=args.device, compile_network=args.compile,
-                         channels_last=args.channels_last)
+                         channels_last=args.channels_last, amp_dtype=amp_dtype)
     rss_built = maxrss_mib()
 
     warmup_steps = args.warmup * args.steps_per_repeat
@@ -690,6 +696,7 @@ def measure(args):
     return {
         "backend": "torch-plain",
         "variant": variant_label(compile_status, args.channels_last),
+        "dtype_policy": "float32" if amp_dtype is None else "mixed_bfloat16",  # as train_throughput.py's rows
         "compile": compile_status,
         "compile_error": trainer.compile_error,
         "preset": training["network"],  # the network preset, as train_throughput.py's "preset"
@@ -709,6 +716,9 @@ def measure(args):
         "final_loss": float(loss),
         "dropout_mask_shared": mask_ok,
         "device": str(trainer.device),
+        "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else None,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32 if trainer.device.type == "cuda" else None,
+        "peak_device_mib": torch.cuda.max_memory_allocated(trainer.device) / 2**20 if trainer.device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "channels_last": args.channels_last,
@@ -747,6 +757,9 @@ def main():
     parser.add_argument("--attention", choices=["sdpa", "einsum"], default="sdpa",
                         help="F.scaled_dot_product_attention or explicit einsum/softmax (same math)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["float32", "bfloat16"], default="float32",
+                        help="bfloat16: forward passes under torch.autocast (weights and optimizer in float32), "
+                        "the counterpart of Keras' mixed_bfloat16 policy")
     parser.add_argument("--json", default=None,
                         help="default benchmarks/results/torch_baseline_<network>_b<batch>[_compile].json")
     parser.add_argument("--resolve-only", action="store_true", help=argparse.SUPPRESS)
@@ -772,7 +785,8 @@ def main():
         "results": [row],
     }
     path = args.json or (f"benchmarks/results/torch_baseline_{row['preset']}_b{args.batch_size}"
-                         f"{'_compile' if args.compile else ''}.json")
+                         f"{'_compile' if args.compile else ''}{'_bf16' if args.amp == 'bfloat16' else ''}"
+                         f"{'_' + torch.device(args.device).type if args.device != 'cpu' else ''}.json")
     path = Path(path) if Path(path).is_absolute() else REPO / path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))

@@ -161,6 +161,7 @@ def measure(args):
         "keras": keras.__version__,
         "backend_version": __import__(backend).__version__,
     }
+    row.update(_accelerator(backend))
     if backend == "torch":
         import torch
 
@@ -169,6 +170,29 @@ def measure(args):
             row["torch_dynamo"] = dynamo_note
     return row
 
+
+def _accelerator(backend):
+    """The GPU the step ran on and the framework's peak device memory; None for both on CPU."""
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return {"device_name": torch.cuda.get_device_name(), "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20}
+    elif backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "gpu":
+            peak = (device.memory_stats() or {}).get("peak_bytes_in_use")
+            return {"device_name": device.device_kind, "peak_device_mib": peak / 2**20 if peak else None}
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+            return {"device_name": name, "peak_device_mib": tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20}
+    return {"device_name": None, "peak_device_mib": None}
 
 
 def _failure_reason(proc_stderr, returncode):

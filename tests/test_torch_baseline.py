@@ -132,3 +132,21 @@ def test_step_shares_dropout_masks_and_updates_ema(tb):
     for ema, ema0, theta0 in zip(baseline.ema_params, ema_before, before):
         torch.testing.assert_close(ema, ema0 + 0.1 * (theta0 - ema0))  # EMA of theta_k, as keras_ict
     assert any(not torch.equal(p, p0) for p, p0 in zip(baseline.params, before))
+
+
+def test_model_flops_counts_one_ict_step_per_image(tb):
+    """benchmarks/model_flops.py: the step is teacher forward + student forward and backward (~4 forwards, a bit
+    less: the input needs no gradient), and the figures are per image (independent of the batch counted)."""
+    path = REPO / "benchmarks" / "model_flops.py"
+    spec = importlib.util.spec_from_file_location("model_flops", path)
+    model_flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model_flops)
+
+    two, four = model_flops.count("ncsnpp_mnist_small", batch=2), model_flops.count("ncsnpp_mnist_small", batch=4)
+    assert two["params"] == 1_282_305
+    assert two["forward_flops_per_image"] == pytest.approx(four["forward_flops_per_image"], rel=1e-9)
+    assert two["train_step_flops_per_image"] == pytest.approx(four["train_step_flops_per_image"], rel=1e-9)
+    ratio = two["train_step_flops_per_image"] / two["forward_flops_per_image"]
+    assert 3.9 < ratio < 4.0
+    # The first convolution alone, counted by hand: 3x3, 1 -> 32 channels at 32x32, 2 FLOPs per multiply-add.
+    assert two["forward_flops_per_image"] > 2 * 3 * 3 * 1 * 32 * 32 * 32

@@ -1,0 +1,50 @@
+"""benchmarks/tables.py: the derived columns (vs plain torch, TFLOP/s, MFU, paper-run hours) are computed right."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tables():
+    spec = importlib.util.spec_from_file_location("tables", REPO / "benchmarks" / "tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(variant, img_per_s, preset="ncsnpp_cifar10", batch=512):
+    step = batch / img_per_s
+    return {"preset": preset, "variant": variant, "batch_size": batch, "step_s_min": step, "step_s_median": step,
+            "img_per_s_median": img_per_s, "peak_rss_mib": 1000.0, "first_step_s": 3.0}
+
+
+def test_train_table_derived_columns(tables):
+    rows = [_row("torch-plain (eager)", 2000.0), _row("jax (jax.jit)", 4000.0)]
+    table = tables.train_table(rows, flops={"ncsnpp_cifar10": 171e9}, peak_tflops=1000.0)
+    jax_line = next(line for line in table.splitlines() if "jax" in line)
+    cells = [c.strip() for c in jax_line.strip("|").split("|")]
+    # vs plain torch 2x; 171 GFLOP x 4000 img/s = 684 TFLOP/s = 68.4% of 1000; 400k x 1024 images / 4000 / 3600 h.
+    assert cells[6:] == ["2.00x", "1000", "3.0", "684.000", "68.4%", "28"]
+    without = tables.train_table(rows)
+    assert "MFU" not in without and without.splitlines()[-1].count("|") == without.splitlines()[0].count("|")
+
+
+def test_train_table_keeps_devices_and_precisions_apart(tables):
+    """GPU rows are compared with the plain loop on the same GPU, bf16 rows are labelled, failures show their error."""
+    cpu = [_row("torch-plain (eager)", 10.0), _row("torch (eager)", 5.0)]
+    gpu = [dict(_row("torch-plain (eager)", 1000.0), device_name="H100"),
+           dict(_row("torch (eager)", 1500.0), device_name="H100"),
+           dict(_row("torch (eager)", 3000.0), device_name="H100", dtype_policy="mixed_bfloat16"),
+           dict(preset="ncsnpp_cifar10", batch_size=512, variant="jax (jax.jit)", device_name="H100", failed=True,
+                error="RESOURCE_EXHAUSTED: out of memory")]
+    lines = tables.train_table(cpu + gpu).splitlines()
+    ratio = {line.split("|")[2].strip(): line.split("|")[7].strip() for line in lines[2:]}
+    assert ratio["torch (eager)"] == "0.50x"
+    assert ratio["torch (eager) @ H100"] == "1.50x"
+    assert ratio["torch (eager) mixed_bfloat16 @ H100"] == "3.00x"
+    assert any("jax (jax.jit) @ H100" in line and "fails: RESOURCE_EXHAUSTED" in line for line in lines)
+    assert len({line.count("|") for line in lines}) == 1
