@@ -23,3 +23,18 @@ def maxrss_mib():
     """This process's peak resident memory in MiB (Linux reports ru_maxrss in KiB, macOS in bytes)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def write_json(path, data):
+    """Writes `data` as indented JSON through a temporary file and a rename, so an interrupted benchmark
+    never leaves a truncated result behind; creates the folder. Returns the path."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

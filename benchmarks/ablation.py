@@ -37,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import versions  # noqa: E402
+from _common import versions, write_json  # noqa: E402
 from tables import ablation_table  # noqa: E402
 
 CT_CURRICULUM = {"curriculum": "ct", "s0": "2", "s1": "150"}
@@ -144,11 +144,7 @@ def _write_report(args, rows):
         "results": rows,
         "unfinished": unfinished,
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(args.json, report)
     return report
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
-from _common import versions  # noqa: E402
+from _common import versions, write_json  # noqa: E402
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -242,10 +242,7 @@ def main():
         "results": rows,
         "failures": failures,
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {write_json(args.json, report)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ benchmarks/ and are not counted.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import versions  # noqa: E402
+from _common import versions, write_json  # noqa: E402
 from torch_baseline import ICTTrainer, SongUNet, resolve_without_keras  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,10 +113,7 @@ def main():
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
               "versions": versions(("torch", "numpy")), "config": vars(args), "results": rows,
               "matmul_tflops": peaks}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {write_json(args.json, report)}")
 
 
 if __name__ == "__main__":

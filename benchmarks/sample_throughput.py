@@ -142,10 +142,11 @@ def main():
         "image_shape": info["image_shape"],
         "results": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import write_json
     from tables import sample_table
+
+    write_json(args.json, report)
 
     print(sample_table(Path(args.json).name, report))
     print(f"wrote {args.json}")

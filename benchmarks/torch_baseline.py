@@ -46,7 +46,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
-from _common import maxrss_mib, versions  # noqa: E402
+from _common import maxrss_mib, versions, write_json  # noqa: E402
 DEFAULT_SHARED = REPO.parent / "shared"
 
 
@@ -787,10 +787,7 @@ def main():
     path = args.json or (f"benchmarks/results/torch_baseline_{row['preset']}_b{args.batch_size}"
                          f"{'_compile' if args.compile else ''}{'_bf16' if args.amp == 'bfloat16' else ''}"
                          f"{'_' + torch.device(args.device).type if args.device != 'cpu' else ''}.json")
-    path = Path(path) if Path(path).is_absolute() else REPO / path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_json(path if Path(path).is_absolute() else REPO / path, report)}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
-from _common import maxrss_mib, versions  # noqa: E402
+from _common import maxrss_mib, versions, write_json  # noqa: E402
 ALL_VARIANTS = ["tensorflow:false", "tensorflow:true", "jax:true", "torch:false", "torch:true"]
 _ALIASES = {"tf": "tensorflow", "pytorch": "torch"}
 
@@ -290,7 +290,12 @@ def main():
     else:
         variants = [(_ALIASES.get(b, b), args.jit) for b in args.backends]
     presets = args.presets or [args.preset]
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [args.batch_size]
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [args.batch_size]
+    except ValueError:
+        parser.error(f"--batch-sizes {args.batch_sizes!r}: expected comma-separated integers, e.g. 128,512")
+    if min(batch_sizes) < 1:
+        parser.error(f"batch sizes must be >= 1, got {batch_sizes}")
 
     rows = []
     for preset in presets:
@@ -317,9 +322,7 @@ def main():
         "results": [r for r in rows if "error" not in r],
         "failures": [r for r in rows if "error" in r],
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+    print(f"wrote {write_json(args.json, report)}")
 
 
 if __name__ == "__main__":
