@@ -136,11 +136,11 @@ def main():
     if not files:
         raise SystemExit(f"no result files given or found in {RESULTS}")
     train, sample, ablation, flops = _load(files)
-    if not flops and (RESULTS / "model_flops.json").is_file():
-        flops = [json.loads((RESULTS / "model_flops.json").read_text())]
-    flops_per_image = {r["network"]: r["train_step_flops_per_image"] for report in flops for r in report["results"]}
     for report in flops:
         print(flops_table(report), end="\n\n")
+    if not flops and train and (RESULTS / "model_flops.json").is_file():  # for the TFLOP/s column only
+        flops = [json.loads((RESULTS / "model_flops.json").read_text())]
+    flops_per_image = {r["network"]: r["train_step_flops_per_image"] for report in flops for r in report["results"]}
     if train:
         print(train_table(train, flops_per_image, args.peak_tflops), end="\n\n")
     for name, report in sample:
