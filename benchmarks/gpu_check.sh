@@ -18,13 +18,16 @@
 #   4. Restore:  git reset -q && sed -i '\#^/zoo/$#d;\#^/fid_refs/$#d' .git/info/exclude
 #   Then copy the JSON files into benchmarks/results/ and regenerate the tables (benchmarks/README.md, GPU).
 # Each step writes its own JSON, so a run cut short keeps what finished; at most 8 files (the tool's limit).
-# Knobs for a dry run on a CPU: NET, BATCHES, STEPS, DEVICE, TIMEOUT, PYTHON, WHEELS (empty: install none).
+# Knobs: NET, BATCHES, STEPS, VARIANTS, SKIP_BASELINE=1, DEVICE, TIMEOUT, PYTHON, WHEELS (empty: install none).
+# Rough estimate, not measured: ~8 min on an H100 (JAX compiles dominate); if a call runs out, a second with
+# SKIP_BASELINE=1 or a narrower VARIANTS / BATCHES finishes the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${1:-${OUT:-benchmarks/results/gpu}}
 NET=${NET:-ncsnpp_cifar10}
 BATCHES=${BATCHES:-128,512}
-STEPS=${STEPS:-3}
+STEPS=${STEPS:-2}
+VARIANTS=${VARIANTS:-jax:true torch:false}
 DEVICE=${DEVICE:-cuda}
 TIMEOUT=${TIMEOUT:-300}
 PY=${PYTHON:-python3}
@@ -45,18 +48,21 @@ status=0
 step() { echo "== $*"; "$@" || { echo "== failed ($?): $*" >&2; status=1; }; }
 
 step "$PY" benchmarks/model_flops.py --networks "$NET" --matmul-peak --device "$DEVICE" --json "$RESULTS/model_flops_gpu.json"
-for amp in float32 bfloat16; do
-    for batch in ${BATCHES//,/ }; do
-        step timeout "$TIMEOUT" "$PY" benchmarks/torch_baseline.py --network "$NET" --batch-size "$batch" --device "$DEVICE" \
-            --amp "$amp" --steps-per-repeat "$STEPS" --repeats 3 --warmup 1 \
-            --json "$RESULTS/torch_baseline_${NET}_b${batch}_${amp}_gpu.json"
-    done
-done
-# Keras picks the GPU itself (torch: cuda when available; jax: its default device).
+# Keras first (the product), then the plain loop. Keras picks the GPU itself (torch: cuda when available;
+# jax: its default device).
 for policy in float32 mixed_bfloat16; do
-    step "$PY" benchmarks/train_throughput.py --variants jax:true torch:false --presets "$NET" --batch-sizes "$BATCHES" \
+    step "$PY" benchmarks/train_throughput.py --variants $VARIANTS --presets "$NET" --batch-sizes "$BATCHES" \
         --dtype-policy "$policy" --steps-per-repeat "$STEPS" --repeats 3 --warmup 1 --timeout "$TIMEOUT" \
         --json "$RESULTS/train_throughput_${NET}_${policy}_gpu.json"
 done
+if [ "${SKIP_BASELINE:-0}" != 1 ]; then
+    for amp in float32 bfloat16; do
+        for batch in ${BATCHES//,/ }; do
+            step timeout "$TIMEOUT" "$PY" benchmarks/torch_baseline.py --network "$NET" --batch-size "$batch" \
+                --device "$DEVICE" --amp "$amp" --steps-per-repeat "$STEPS" --repeats 3 --warmup 1 \
+                --json "$RESULTS/torch_baseline_${NET}_b${batch}_${amp}_gpu.json"
+        done
+    done
+fi
 "$PY" benchmarks/tables.py "$RESULTS"/*.json
 exit $status
