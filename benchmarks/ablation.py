@@ -1,12 +1,14 @@
 """The paper's ablations at small scale: original CT vs iCT, and iCT with each change reverted, on MNIST.
 
     python benchmarks/ablation.py [--steps 3000] [--fid-num 10000] [--variants ict ct ...] [--backend tensorflow]
-                                  [--reuse ict=runs/zoo/mnist]
+                                  [--reuse ict=runs/zoo/mnist] [--preset mnist|cifar10-small]
 
-Every variant trains the `mnist` preset (same network, data, batch, optimizer, seed and steps) with
-`keras-ict train`, so an interrupted run resumes when the script is started again (across sessions), then
-`keras-ict fid` computes FID 1-step and 2-step with the same protocol (seeds 0..fid_num-1, the committed MNIST
-reference statistics). Prints a table and writes JSON with the compute used (wall time per variant).
+Every variant trains one preset (same network, data, batch, optimizer, seed and steps; `mnist` by default)
+with `keras-ict train`, so an interrupted run resumes when the script is started again (across sessions), then
+`keras-ict fid` computes FID 1-step and 2-step with the same protocol (seeds 0..fid_num-1, the committed
+reference statistics of the preset's data). Prints a table and writes JSON with the compute used (wall time
+per variant). `--preset cifar10-small` runs the same ablation on CIFAR-10 (JPEG copy) into its own work
+folder and JSON.
 
 `--collect` runs nothing: it reports the variants that are already finished (final model and FID file)
 and names the ones that are not, so the table can be read while the runs go on in the background. The JSON
@@ -40,6 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import versions, write_json  # noqa: E402
 from tables import ablation_table  # noqa: E402
 
+# Per preset: training data (relative to the repository root) and the FID reference statistics of that data.
+PRESET_DATA = {
+    "mnist": ("../shared/datasets/mnist.npz", "fid_refs/mnist-train-32px.npz"),
+    "cifar10-small": ("../shared/datasets/cifar10_jpeg.tar.gz", "fid_refs/cifar10-jpeg-train.npz"),
+}
 CT_CURRICULUM = {"curriculum": "ct", "s0": "2", "s1": "150"}
 VARIANTS = {
     "ict": {},
@@ -68,13 +75,20 @@ def main():
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--fid-num", type=int, default=10_000)
     parser.add_argument("--backend", default="tensorflow")
-    parser.add_argument("--data", default="../shared/datasets/mnist.npz", help="relative to the repository root")
+    parser.add_argument("--preset", default="mnist", choices=list(PRESET_DATA))
+    parser.add_argument("--data", default=None, help="relative to the repository root (default: the preset's data)")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR")
     parser.add_argument("--collect", action="store_true", help="report finished variants only; train and evaluate nothing")
-    parser.add_argument("--ref", default=str(REPO / "fid_refs" / "mnist-train-32px.npz"))
-    parser.add_argument("--work", default=str(REPO / "runs" / "ablation"))
-    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "ablation.json"))
+    parser.add_argument("--ref", default=None, help="FID reference statistics (default: the preset's)")
+    parser.add_argument("--work", default=None, help="run folders (default: runs/ablation[-PRESET])")
+    parser.add_argument("--json", default=None, help="default: benchmarks/results/ablation[_PRESET].json")
     args = parser.parse_args()
+    data, ref = PRESET_DATA[args.preset]
+    suffix = "" if args.preset == "mnist" else f"-{args.preset}"  # mnist keeps the names of the first runs
+    args.data = args.data or data
+    args.ref = args.ref or str(REPO / ref)
+    args.work = args.work or str(REPO / "runs" / f"ablation{suffix}")
+    args.json = args.json or str(REPO / "benchmarks" / "results" / f"ablation{suffix.replace('-', '_', 1)}.json")
     if not Path(args.ref).is_file():
         raise SystemExit(f"reference statistics {args.ref} not found; make them with keras-ict fid-ref (see README)")
 
@@ -96,7 +110,7 @@ def main():
         if args.collect and not (fid_json.is_file() and (run_dir / "final" / "metadata.json").is_file()):
             continue
         sets = [item for key, value in VARIANTS[name].items() for item in ("--set", f"{key}={value}")]
-        train = [sys.executable, "-m", "keras_ict", "train", "--preset", "mnist", "--data", args.data,
+        train = [sys.executable, "-m", "keras_ict", "train", "--preset", args.preset, "--data", args.data,
                  "--steps", str(args.steps), "--out", str(run_dir)] + sets
         train_s = 0.0 if args.collect else run(train, env, log)
         fid_s = 0.0
@@ -110,7 +124,7 @@ def main():
         results = json.loads(fid_json.read_text())["results"]
         meta = json.loads((run_dir / "final" / "metadata.json").read_text())
         if args.collect:
-            _check_finished_run(name, run_dir, meta, args.steps)
+            _check_finished_run(name, run_dir, meta, args.steps, args.preset)
         row = {"variant": name, "overrides": VARIANTS[name], "steps": meta["steps"], "images_seen": meta["images_seen"],
                "train_wall_s": meta["wall_time_s"], "fid_wall_s": round(sum(r["wall_s"] for r in results), 1),
                "this_invocation_s": round(train_s + fid_s, 1), "backend": meta["backend"]}
@@ -125,11 +139,11 @@ def main():
     print(f"wrote {args.json}")
 
 
-def _check_finished_run(name, run_dir, meta, steps):
+def _check_finished_run(name, run_dir, meta, steps, preset):
     # --collect skips `keras-ict train`, which is what normally refuses a folder trained with another recipe.
     config = json.loads((run_dir / "config.json").read_text())
     wrong = {k: config.get(k) for k, v in VARIANTS[name].items() if str(config.get(k)) != v}
-    if config.get("preset") != "mnist" or meta["steps"] != steps or wrong:
+    if config.get("preset") != preset or meta["steps"] != steps or wrong:
         raise SystemExit(f"{run_dir} is not the {name!r} variant at {steps} steps (preset {config.get('preset')}, "
                          f"steps {meta['steps']}, differing settings {wrong}); move it away")
 

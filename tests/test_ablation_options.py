@@ -194,3 +194,32 @@ def test_ablation_collect_reports_finished_variants_only(tmp_path):
     (work / "ict-l2" / "config.json").write_text(json.dumps(dict(config, distance="pseudo_huber")))
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode != 0 and "is not the 'ict-l2' variant" in refused.stderr
+
+
+def test_ablation_preset_selects_its_runs(tmp_path):
+    """`--preset cifar10-small` checks its runs against that preset: an MNIST run in the folder is refused."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+    ref = tmp_path / "ref.npz"
+    ref.write_bytes(b"stand-in statistics")
+    ref_sha = hashlib.sha256(ref.read_bytes()).hexdigest()
+    work = tmp_path / "runs"
+    _fake_finished_run(work / "ict", ref_sha, 390.0, 340.0, preset="cifar10-small")
+    out = tmp_path / "ablation.json"
+    command = [sys.executable, str(script), "--collect", "--work", str(work), "--ref", str(ref), "--json", str(out)]
+
+    subprocess.run(command + ["--preset", "cifar10-small"], capture_output=True, text=True, check=True)
+    report = json.loads(out.read_text())
+    assert report["config"]["preset"] == "cifar10-small"
+    assert report["config"]["data"] == "../shared/datasets/cifar10_jpeg.tar.gz"
+    assert [r["variant"] for r in report["results"]] == ["ict"] and report["results"][0]["fid10k_2step"] == 340.0
+
+    refused = subprocess.run(command, capture_output=True, text=True)  # default preset: mnist
+    assert refused.returncode != 0 and "preset cifar10-small" in refused.stderr
+    bad = subprocess.run(command + ["--preset", "imagenet64"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "invalid choice" in bad.stderr
