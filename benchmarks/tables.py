@@ -115,8 +115,13 @@ def ablation_table(report):
             cells.append(f"{r[m]:.2f} | {delta}")
         lines.append(f"| {r['variant']} | {changes} | " + " | ".join(cells) +
                      f" | {r['steps']} | {r['images_seen']} | {r['train_wall_s'] / 60:.0f} | {r.get('fid_wall_s', 0) / 60:.0f} |")
+    train_min = sum(r["train_wall_s"] for r in rows) / 60
+    fid_min = sum(r.get("fid_wall_s", 0) for r in rows) / 60
+    machine = report.get("machine", {})
+    lines.append(f"\ncompute, the variants above: {train_min + fid_min:.0f} min wall (train {train_min:.0f}, FID {fid_min:.0f}) "
+                 f"on {machine.get('cpus', '?')} CPUs ({machine.get('processor', '?')}), {rows[0]['backend'] if rows else '?'}")
     if report.get("unfinished"):
-        lines.append(f"\nnot finished yet: {', '.join(report['unfinished'])}")
+        lines.append(f"not finished yet: {', '.join(report['unfinished'])}")
     return "\n".join(lines)
 
 

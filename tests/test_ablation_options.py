@@ -189,6 +189,7 @@ def test_ablation_collect_reports_finished_variants_only(tmp_path):
     assert report["results"][1]["fid10k_1step"] == 200.5 and report["results"][1]["fid_wall_s"] == 1000.0
     assert "| ict-l2 | distance=l2 | 200.50 | +10.50 | 150.25 | +5.25 |" in done.stdout
     assert "not finished yet: ct, ict-ema-teacher" in done.stdout
+    assert "compute, the variants above: 93 min wall (train 60, FID 33)" in done.stdout
 
     config = json.loads((work / "ict-l2" / "config.json").read_text())
     (work / "ict-l2" / "config.json").write_text(json.dumps(dict(config, distance="pseudo_huber")))
