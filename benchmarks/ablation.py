@@ -1,14 +1,15 @@
 """The paper's ablations at small scale: original CT vs iCT, and iCT with each change reverted, on MNIST.
 
     python benchmarks/ablation.py [--steps 3000] [--fid-num 10000] [--variants ict ct ...] [--backend tensorflow]
-                                  [--reuse ict=runs/zoo/mnist] [--preset mnist|cifar10-small]
+                                  [--reuse ict=runs/zoo/mnist] [--preset mnist|cifar10-small] [--seed 0]
 
 Every variant trains one preset (same network, data, batch, optimizer, seed and steps; `mnist` by default)
 with `keras-ict train`, so an interrupted run resumes when the script is started again (across sessions), then
 `keras-ict fid` computes FID 1-step and 2-step with the same protocol (seeds 0..fid_num-1, the committed
 reference statistics of the preset's data). Prints a table and writes JSON with the compute used (wall time
-per variant). `--preset cifar10-small` runs the same ablation on CIFAR-10 (JPEG copy) into its own work
-folder and JSON.
+per variant). `--preset cifar10-small` runs the same ablation on CIFAR-10 (JPEG copy), and `--seed N` (the
+training seed: initial weights, data order, noise; FID seeds stay 0..fid_num-1) repeats it for run-to-run
+noise, each into its own work folder and JSON.
 
 `--collect` runs nothing: it reports the variants that are already finished (final model and FID file)
 and names the ones that are not, so the table can be read while the runs go on in the background. The JSON
@@ -76,19 +77,21 @@ def main():
     parser.add_argument("--fid-num", type=int, default=10_000)
     parser.add_argument("--backend", default="tensorflow")
     parser.add_argument("--preset", default="mnist", choices=list(PRESET_DATA))
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every variant")
     parser.add_argument("--data", default=None, help="relative to the repository root (default: the preset's data)")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR")
     parser.add_argument("--collect", action="store_true", help="report finished variants only; train and evaluate nothing")
     parser.add_argument("--ref", default=None, help="FID reference statistics (default: the preset's)")
-    parser.add_argument("--work", default=None, help="run folders (default: runs/ablation[-PRESET])")
-    parser.add_argument("--json", default=None, help="default: benchmarks/results/ablation[_PRESET].json")
+    parser.add_argument("--work", default=None, help="run folders (default: runs/ablation[-PRESET][-seedN])")
+    parser.add_argument("--json", default=None, help="default: benchmarks/results/ablation[_PRESET][_seedN].json")
     args = parser.parse_args()
     data, ref = PRESET_DATA[args.preset]
-    suffix = "" if args.preset == "mnist" else f"-{args.preset}"  # mnist keeps the names of the first runs
+    # mnist at seed 0 keeps the names of the first runs.
+    suffix = ("" if args.preset == "mnist" else f"-{args.preset}") + (f"-seed{args.seed}" if args.seed else "")
     args.data = args.data or data
     args.ref = args.ref or str(REPO / ref)
     args.work = args.work or str(REPO / "runs" / f"ablation{suffix}")
-    args.json = args.json or str(REPO / "benchmarks" / "results" / f"ablation{suffix.replace('-', '_', 1)}.json")
+    args.json = args.json or str(REPO / "benchmarks" / "results" / f"ablation{suffix.replace('-', '_')}.json")
     if not Path(args.ref).is_file():
         raise SystemExit(f"reference statistics {args.ref} not found; make them with keras-ict fid-ref (see README)")
 
@@ -109,7 +112,8 @@ def main():
         fid_json = run_dir / (f"fid{args.fid_num // 1000}k.json" if args.fid_num % 1000 == 0 else f"fid{args.fid_num}.json")
         if args.collect and not (fid_json.is_file() and (run_dir / "final" / "metadata.json").is_file()):
             continue
-        sets = [item for key, value in VARIANTS[name].items() for item in ("--set", f"{key}={value}")]
+        overrides = dict(VARIANTS[name], **({"seed": str(args.seed)} if args.seed else {}))
+        sets = [item for key, value in overrides.items() for item in ("--set", f"{key}={value}")]
         train = [sys.executable, "-m", "keras_ict", "train", "--preset", args.preset, "--data", args.data,
                  "--steps", str(args.steps), "--out", str(run_dir)] + sets
         train_s = 0.0 if args.collect else run(train, env, log)
@@ -124,7 +128,7 @@ def main():
         results = json.loads(fid_json.read_text())["results"]
         meta = json.loads((run_dir / "final" / "metadata.json").read_text())
         if args.collect:
-            _check_finished_run(name, run_dir, meta, args.steps, args.preset)
+            _check_finished_run(name, run_dir, meta, args.steps, args.preset, args.seed)
         row = {"variant": name, "overrides": VARIANTS[name], "steps": meta["steps"], "images_seen": meta["images_seen"],
                "train_wall_s": meta["wall_time_s"], "fid_wall_s": round(sum(r["wall_s"] for r in results), 1),
                "this_invocation_s": round(train_s + fid_s, 1), "backend": meta["backend"]}
@@ -139,12 +143,13 @@ def main():
     print(f"wrote {args.json}")
 
 
-def _check_finished_run(name, run_dir, meta, steps, preset):
+def _check_finished_run(name, run_dir, meta, steps, preset, seed):
     # --collect skips `keras-ict train`, which is what normally refuses a folder trained with another recipe.
     config = json.loads((run_dir / "config.json").read_text())
     wrong = {k: config.get(k) for k, v in VARIANTS[name].items() if str(config.get(k)) != v}
-    if config.get("preset") != preset or meta["steps"] != steps or wrong:
-        raise SystemExit(f"{run_dir} is not the {name!r} variant at {steps} steps (preset {config.get('preset')}, "
+    if config.get("preset") != preset or config.get("seed", 0) != seed or meta["steps"] != steps or wrong:
+        raise SystemExit(f"{run_dir} is not the {name!r} variant at {steps} steps, seed {seed} (preset {config.get('preset')}, "
+                         f"seed {config.get('seed', 0)}, "
                          f"steps {meta['steps']}, differing settings {wrong}); move it away")
 
 

@@ -198,7 +198,7 @@ def test_ablation_collect_reports_finished_variants_only(tmp_path):
 
 
 def test_ablation_preset_selects_its_runs(tmp_path):
-    """`--preset cifar10-small` checks its runs against that preset: an MNIST run in the folder is refused."""
+    """`--preset` and `--seed` check the runs against that preset and training seed; other runs are refused."""
     import hashlib
     import json
     import subprocess
@@ -222,5 +222,7 @@ def test_ablation_preset_selects_its_runs(tmp_path):
 
     refused = subprocess.run(command, capture_output=True, text=True)  # default preset: mnist
     assert refused.returncode != 0 and "preset cifar10-small" in refused.stderr
+    other_seed = subprocess.run(command + ["--preset", "cifar10-small", "--seed", "1"], capture_output=True, text=True)
+    assert other_seed.returncode != 0 and "seed 1 (preset cifar10-small, seed 0" in other_seed.stderr
     bad = subprocess.run(command + ["--preset", "imagenet64"], capture_output=True, text=True)
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
