@@ -48,3 +48,15 @@ def test_train_table_keeps_devices_and_precisions_apart(tables):
     assert ratio["torch (eager) mixed_bfloat16 @ H100"] == "3.00x"
     assert any("jax (jax.jit) @ H100" in line and "fails: RESOURCE_EXHAUSTED" in line for line in lines)
     assert len({line.count("|") for line in lines}) == 1
+
+
+def test_published_ablation_tables_match_the_json(tables):
+    """The ablation figures in README.md and benchmarks/README.md are the ones in benchmarks/results/ablation.json."""
+    import json
+
+    report = json.loads((REPO / "benchmarks" / "results" / "ablation.json").read_text())
+    table = tables.ablation_table(report)
+    assert table.split("\n\ncompute")[0] in (REPO / "benchmarks" / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    for row in report["results"]:
+        assert f"| {row['fid10k_1step']:.1f} | {row['fid10k_2step']:.1f} |" in readme, row["variant"]
