@@ -163,24 +163,29 @@ def _fake_finished_run(folder, ref_sha, fid_1, fid_2, **config):
     (folder / "fid10k.json").write_text(json.dumps({"results": results}))
 
 
-def test_ablation_collect_reports_finished_variants_only(tmp_path):
-    """`ablation.py --collect` tabulates the finished runs, lists the others, and refuses a folder of another recipe."""
+def _collect_command(tmp_path):
+    """A stand-in reference file's sha256, the work folder, the JSON path and the `ablation.py --collect` command."""
     import hashlib
-    import json
-    import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
     ref = tmp_path / "ref.npz"
     ref.write_bytes(b"stand-in statistics")
-    ref_sha = hashlib.sha256(ref.read_bytes()).hexdigest()
-    work = tmp_path / "runs"
+    work, out = tmp_path / "runs", tmp_path / "ablation.json"
+    command = [sys.executable, str(script), "--collect", "--work", str(work), "--ref", str(ref), "--json", str(out)]
+    return hashlib.sha256(ref.read_bytes()).hexdigest(), work, out, command
+
+
+def test_ablation_collect_reports_finished_variants_only(tmp_path):
+    """`ablation.py --collect` tabulates the finished runs, lists the others, and refuses a folder of another recipe."""
+    import json
+    import subprocess
+
+    ref_sha, work, out, command = _collect_command(tmp_path)
     _fake_finished_run(work / "ict", ref_sha, 190.0, 145.0)
     _fake_finished_run(work / "ict-l2", ref_sha, 200.5, 150.25, distance="l2")
     (work / "ct").mkdir()  # started, not finished
-    out = tmp_path / "ablation.json"
-    command = [sys.executable, str(script), "--collect", "--work", str(work), "--ref", str(ref), "--json", str(out)]
 
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     report = json.loads(out.read_text())
@@ -199,20 +204,11 @@ def test_ablation_collect_reports_finished_variants_only(tmp_path):
 
 def test_ablation_preset_selects_its_runs(tmp_path):
     """`--preset` and `--seed` check the runs against that preset and training seed; other runs are refused."""
-    import hashlib
     import json
     import subprocess
-    import sys
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
-    ref = tmp_path / "ref.npz"
-    ref.write_bytes(b"stand-in statistics")
-    ref_sha = hashlib.sha256(ref.read_bytes()).hexdigest()
-    work = tmp_path / "runs"
+    ref_sha, work, out, command = _collect_command(tmp_path)
     _fake_finished_run(work / "ict", ref_sha, 390.0, 340.0, preset="cifar10-small")
-    out = tmp_path / "ablation.json"
-    command = [sys.executable, str(script), "--collect", "--work", str(work), "--ref", str(ref), "--json", str(out)]
 
     subprocess.run(command + ["--preset", "cifar10-small"], capture_output=True, text=True, check=True)
     report = json.loads(out.read_text())
