@@ -38,3 +38,18 @@ def write_json(path, data):
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def repo_relative(path):
+    """`path` relative to the repository root when it lies inside it, else as given (home shortened to ~), so
+    committed JSON carries no machine's absolute paths."""
+    from pathlib import Path
+
+    path, repo = Path(path).resolve(), Path(__file__).resolve().parents[1]
+    try:
+        return path.relative_to(repo).as_posix()
+    except ValueError:
+        try:
+            return "~/" + path.relative_to(Path.home()).as_posix()
+        except ValueError:
+            return str(path)

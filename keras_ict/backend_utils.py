@@ -108,6 +108,29 @@ def distribution_scope(name):
     return contextlib.nullcontext()
 
 
+def training_replicas(model):
+    """How many devices `model.fit` splits each global batch over (1 without a distribution)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        strategy = getattr(model, "distribute_strategy", None)
+        return int(strategy.num_replicas_in_sync) if strategy is not None else 1
+    if backend == "jax":
+        distribution = keras.distribution.distribution()
+        if distribution is not None:
+            return int(np.asarray(distribution.device_mesh.devices).size)
+    return 1
+
+
+def predict_batch(model, inputs):
+    """`model.predict_on_batch(inputs)`, correct also for a model built under a multi-replica tf.distribute
+    strategy, where Keras' predict_on_batch returns every replica's output for the whole batch (twice the
+    rows on 2 replicas); `predict` splits the batch over the replicas as it should."""
+    if training_replicas(model) > 1 and keras.backend.backend() == "tensorflow":
+        first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        return model.predict(inputs, batch_size=len(first), verbose=0)
+    return model.predict_on_batch(inputs)
+
+
 def separable_fir_resampling():
     """Whether the networks' FIR up/down-sampling should run in separable slice-and-add form.
 
@@ -142,8 +165,20 @@ def torch_conv2d_nhwc(x, kernel, stride=1, padding=0, depthwise=False, bias=None
         weight, groups = kernel.permute(2, 3, 0, 1), kernel.shape[2]
     else:
         weight, groups = kernel.permute(3, 2, 0, 1), 1
-    y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=stride, padding=padding, groups=groups)
+    y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), _torch_cpu_weight(weight), bias, stride=stride,
+                                   padding=padding, groups=groups)
     return y.permute(0, 2, 3, 1)
+
+
+def _torch_cpu_weight(weight):
+    """A convolution weight that every torch CPU kernel accepts.
+
+    On CPUs where oneDNN does not take the dtype (bfloat16 without AVX-512 BF16, e.g. AMD EPYC with AVX2 only)
+    torch falls back to `slow_conv2d`, whose backward pass requires a contiguous weight; a permuted view with
+    one output channel and a channels-last input fails there ("grad_weight must be contiguous"). Weights are
+    small next to activations, so the copy costs little; on GPUs the view is used as it is.
+    """
+    return weight.contiguous() if weight.device.type == "cpu" else weight
 
 
 def torch_depthwise_conv_transpose2d_nhwc(x, kernel, stride, padding):
@@ -153,7 +188,7 @@ def torch_depthwise_conv_transpose2d_nhwc(x, kernel, stride, padding):
     x, kernel = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(kernel)
     weight = kernel.permute(2, 3, 0, 1)  # (C, 1, kh, kw): (in, out / groups, kh, kw)
     y = torch.nn.functional.conv_transpose2d(
-        x.permute(0, 3, 1, 2), weight, stride=stride, padding=padding, groups=kernel.shape[2]
+        x.permute(0, 3, 1, 2), _torch_cpu_weight(weight), stride=stride, padding=padding, groups=kernel.shape[2]
     )
     return y.permute(0, 2, 3, 1)
 

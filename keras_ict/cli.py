@@ -110,7 +110,11 @@ def _check_run_dir(run_dir, config, fresh):
     if fresh:
         return "fresh"
     old = dict(FIELD_DEFAULTS, **read_json(config_path))
-    differing = sorted(k for k in set(old) | set(config) if k not in RUN_LENGTH_FIELDS and old.get(k) != config.get(k))
+    length_fields = set(RUN_LENGTH_FIELDS)
+    if old.get("curriculum_steps") is not None and old.get("curriculum_steps") == config.get("curriculum_steps"):
+        # With its own curriculum length, total_steps only says when to stop: the run can be extended.
+        length_fields.add("total_steps")
+    differing = sorted(k for k in set(old) | set(config) if k not in length_fields and old.get(k) != config.get(k))
     if differing:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in differing[:6])
         raise UserError(
@@ -173,8 +177,8 @@ def cmd_train(args):
     if mode == "fresh":
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.json").is_file():
-        write_json(run_dir / "config.json", config)
+    if not (run_dir / "config.json").is_file() or mode == "resume":
+        write_json(run_dir / "config.json", config)  # on resume: only run-length fields can differ
 
     checkpoint = latest_checkpoint(run_dir)
     with distribution_scope(args.strategy):
@@ -241,7 +245,12 @@ def cmd_train(args):
             sigmas={s: ([config["sigma_max"]] if s == 1 else two_step) for s in config["fid_steps"]},
             logger=logger, ref_kwargs={"resize": config["resize"]},
         ))
-    print(f"training {config['preset']} on {keras.backend.backend()}: steps {step} -> {total}, batch {config['batch_size']}, run dir {run_dir}", flush=True)
+    from keras_ict.backend_utils import training_replicas
+
+    replicas = training_replicas(trainer)
+    on_devices = f" over {replicas} replicas" if replicas > 1 else ""
+    print(f"training {config['preset']} on {keras.backend.backend()}: steps {step} -> {total}, batch {config['batch_size']}"
+          f"{on_devices}, run dir {run_dir}", flush=True)
     trainer.fit(dataset, epochs=1, steps_per_epoch=total - step, shuffle=False, callbacks=callbacks, verbose=verbose)
 
     step = int(keras.ops.convert_to_numpy(trainer.step))

@@ -68,3 +68,25 @@ class RAdam(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ict")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(t) = peak * min(1, (t + 1) / warmup_steps): a linear ramp to `peak`, then constant.
+
+    Counting from t + 1 makes the first update non-zero; `warmup_steps=1` is a constant rate.
+    """
+
+    def __init__(self, peak, warmup_steps):
+        if peak <= 0:
+            raise ValueError(f"peak learning rate must be positive, got {peak}")
+        if int(warmup_steps) < 1:
+            raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
+        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        return self.peak * ops.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}

@@ -21,12 +21,14 @@ _COMMON = {
     "resize": None,  # None pads smaller images; "bilinear" / "area" / "nearest" resizes
     "batch_size": 1024,
     "learning_rate": 1e-4,
+    "lr_warmup_steps": 0,  # > 0: linear warm-up to learning_rate over this many steps (not in the paper)
     "optimizer": "radam",
     "total_steps": 400_000,
     "ema_decay": 0.99993,
     "huber_c": None,  # None: 0.00054 sqrt(H W C)
     "s0": 10,
     "s1": 1280,
+    "curriculum_steps": None,  # K of the curriculum's K' = floor(K / (log2 floor(s1/s0) + 1)); None: total_steps
     "p_mean": -1.1,
     "p_std": 2.0,
     "rho": 7.0,
@@ -131,7 +133,11 @@ RUN_LENGTH_FIELDS = (
 
 
 # Fields added after runs were already written: a run directory without them used these values.
-FIELD_DEFAULTS = {k: _COMMON[k] for k in ("distance", "weighting", "index_distribution", "curriculum", "teacher", "teacher_mu0")}
+FIELD_DEFAULTS = {
+    k: _COMMON[k]
+    for k in ("distance", "weighting", "index_distribution", "curriculum", "teacher", "teacher_mu0", "lr_warmup_steps",
+              "curriculum_steps")
+}
 
 
 def preset_names():
@@ -152,7 +158,13 @@ def resolve_config(preset, overrides=None):
     return config
 
 
+# Fields whose default is None but whose value, when given, has a type.
+_OPTIONAL_TYPES = {"curriculum_steps": 0, "huber_c": 0.0}
+
+
 def _coerce(key, value, default):
+    if default is None and key in _OPTIONAL_TYPES and value is not None:
+        return _coerce(key, value, _OPTIONAL_TYPES[key])
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -194,6 +206,10 @@ def _validate(config):
     for key in ("batch_size", "total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_count"):
         if config[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {config[key]}")
+    if config["lr_warmup_steps"] < 0:
+        raise ValueError(f"lr_warmup_steps must be >= 0 (0: no warm-up), got {config['lr_warmup_steps']}")
+    if config["curriculum_steps"] is not None and int(config["curriculum_steps"]) < 1:
+        raise ValueError(f"curriculum_steps must be >= 1 (or None for total_steps), got {config['curriculum_steps']}")
     for key in ("learning_rate", "sigma_min", "sigma_data", "two_step_sigma"):
         if config[key] <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}")
@@ -255,7 +271,7 @@ def build_consistency_model(model_cfg, seed=None):
 
 def build_trainer(config):
     """A compiled ConsistencyTrainer for a resolved config."""
-    from keras_ict.optimizers import RAdam
+    from keras_ict.optimizers import LinearWarmup, RAdam
     from keras_ict.trainer import ConsistencyTrainer
 
     import keras
@@ -278,7 +294,11 @@ def build_trainer(config):
         curriculum=config["curriculum"],
         teacher=config["teacher"],
         teacher_mu0=config["teacher_mu0"],
+        curriculum_steps=config["curriculum_steps"],
     )
-    optimizer = RAdam(config["learning_rate"]) if config["optimizer"] == "radam" else keras.optimizers.Adam(config["learning_rate"])
+    rate = config["learning_rate"]
+    if config["lr_warmup_steps"]:
+        rate = LinearWarmup(rate, config["lr_warmup_steps"])
+    optimizer = RAdam(rate) if config["optimizer"] == "radam" else keras.optimizers.Adam(rate)
     trainer.compile(optimizer=optimizer)
     return trainer

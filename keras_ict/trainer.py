@@ -68,7 +68,10 @@ class ConsistencyTrainer(keras.Model):
 
     Args:
         consistency_model: the student f_theta. Its weights are the ones being optimised.
-        total_steps: K, the planned number of training steps (sets the curriculum interval K').
+        total_steps: the planned number of training steps; also K of the curriculum unless `curriculum_steps`.
+        curriculum_steps: K in K' = floor(K / (log2 floor(s1/s0) + 1)); None means `total_steps` (the paper's
+            choice). A smaller K reaches N = s1 + 1 earlier and then holds it, so a run can be extended
+            without changing its curriculum.
         s0, s1: initial and final number of discretisation intervals (10 and 1280 in the paper).
         p_mean, p_std: lognormal noise-level distribution (-1.1, 2.0).
         rho: Karras schedule exponent (7).
@@ -108,6 +111,7 @@ class ConsistencyTrainer(keras.Model):
         curriculum="exponential",
         teacher="student",
         teacher_mu0=0.9,
+        curriculum_steps=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -129,8 +133,9 @@ class ConsistencyTrainer(keras.Model):
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.total_steps = int(total_steps)
+        self.curriculum_steps = self.total_steps if curriculum_steps is None else int(curriculum_steps)
         self.s0, self.s1 = int(s0), int(s1)
-        self.curriculum_interval = schedules.curriculum_interval(self.total_steps, self.s0, self.s1)
+        self.curriculum_interval = schedules.curriculum_interval(self.curriculum_steps, self.s0, self.s1)
         self.p_mean, self.p_std, self.rho = float(p_mean), float(p_std), float(rho)
         self.huber_c = float(losses.pseudo_huber_c(consistency_model.image_shape) if huber_c is None else huber_c)
         if self.huber_c <= 0:
@@ -194,9 +199,9 @@ class ConsistencyTrainer(keras.Model):
     def _curriculum_row(self):
         """(row of the noise tables, N) at the current step."""
         if self.curriculum == "ct":
-            num_scales = schedules.ct_num_discretization_steps(self.step.value, self.total_steps, self.s0, self.s1)
+            num_scales = schedules.ct_num_discretization_steps(self.step.value, self.curriculum_steps, self.s0, self.s1)
             return num_scales - (self.s0 + 1), num_scales
-        stage = schedules.curriculum_stage(self.step.value, self.total_steps, self.s0, self.s1)
+        stage = schedules.curriculum_stage(self.step.value, self.curriculum_steps, self.s0, self.s1)
         return stage, ops.minimum(self.s0 * ops.power(2, ops.cast(stage, "int32")), self.s1) + 1
 
     def sample_noise_levels(self, batch_size):
@@ -330,6 +335,7 @@ class ConsistencyTrainer(keras.Model):
                 "curriculum": self.curriculum,
                 "teacher": self.teacher,
                 "teacher_mu0": self.teacher_mu0,
+                "curriculum_steps": self.curriculum_steps,
             }
         )
         return config

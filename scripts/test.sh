@@ -1,15 +1,39 @@
 #!/usr/bin/env bash
-# Run the whole test suite once per Keras backend, each in its own process.
-# Usage: scripts/test.sh [pytest args...]     (KERAS_ICT_BACKENDS="jax torch" to pick backends)
+# Run the whole test suite once per Keras backend, each in its own pytest process.
+# Usage: scripts/test.sh [pytest args...]
+#   KERAS_ICT_BACKENDS="jax torch"   pick backends (default: tensorflow jax torch)
+#   KERAS_ICT_TEST_WORKERS=1         pytest-xdist workers per pass (default 2: tests that wait on subprocesses
+#                                    overlap; every worker runs its math on one thread, so two workers do not
+#                                    oversubscribe a 2-core CPU)
+# Tests marked backend_independent run in the first pass only, tests marked once(backend) on that backend only
+# (tests/conftest.py); a plain `pytest tests` runs everything on the current backend.
+# At the end: each pass's wall time and the 25 slowest tests of the whole run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_venv.sh || exit 1
+backends=${KERAS_ICT_BACKENDS:-tensorflow jax torch}
+workers=${KERAS_ICT_TEST_WORKERS:-2}
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
+parallel=()
+if [ "$workers" -gt 1 ]; then
+  parallel=(-n "$workers")
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1
+fi
 status=0
-for backend in ${KERAS_ICT_BACKENDS:-tensorflow jax torch}; do
+summary=()
+for backend in $backends; do
   echo "=== KERAS_BACKEND=$backend ==="
-  KERAS_BACKEND=$backend TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+  start=$(date +%s)
+  KERAS_BACKEND=$backend KERAS_ICT_SUITE_BACKENDS="$backends" TF_CPP_MIN_LOG_LEVEL=2 \
+    .venv/bin/python -m pytest -q -p no:cacheprovider "${parallel[@]}" --junitxml="$reports/$backend.xml" "$@" tests
   rc=$?
-  echo "=== $backend: exit $rc ==="
+  wall=$(( $(date +%s) - start ))
+  echo "=== $backend: exit $rc, ${wall} s ==="
+  summary+=("$backend: exit $rc, ${wall} s")
   [ $rc -eq 0 ] || status=1
 done
+echo "=== wall time per backend ==="
+printf '%s\n' "${summary[@]}"
+.venv/bin/python scripts/slowest_tests.py --top 25 "$reports"/*.xml || true
 exit $status

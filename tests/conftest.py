@@ -18,10 +18,54 @@ def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}, shared data {SHARED}"
 
 
+# Set by scripts/test.sh: the backends this suite run covers, in order (one pytest process each).
+SUITE_BACKENDS = os.environ.get("KERAS_ICT_SUITE_BACKENDS", "").split()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "backend_independent: needs no Keras backend; in a multi-backend suite run it runs in the first pass only"
+    )
+    config.addinivalue_line("markers", "per_backend: runs on every backend inside a module marked backend_independent")
+    config.addinivalue_line(
+        "markers", "once(backend): a slow end-to-end check; in a multi-backend suite run it runs on that backend only "
+        "(on the first pass when that backend is not in the run)"
+    )
+
+
+def _runs_in_this_pass(item, backend):
+    first = SUITE_BACKENDS[0]
+    independent = item.get_closest_marker("backend_independent") and not item.get_closest_marker("per_backend")
+    if independent and backend != first:
+        return False
+    once = item.get_closest_marker("once")
+    if once is not None:
+        chosen = once.args[0]
+        return backend == (chosen if chosen in SUITE_BACKENDS else first)
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    # The slow end-to-end checks first, so that with several xdist workers none of them starts last.
+    items.sort(key=lambda item: item.get_closest_marker("once") is None and item.get_closest_marker("slow") is None)
+    # A plain `pytest` (no KERAS_ICT_SUITE_BACKENDS) runs everything on the current backend.
+    if not SUITE_BACKENDS:
+        return
+    backend = keras.backend.backend()
+    keep = [item for item in items if _runs_in_this_pass(item, backend)]
+    dropped = [item for item in items if item not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def shared_dir():
     if not SHARED.is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED}")
+        message = f"shared data folder not found at {SHARED} (set KERAS_ICT_SHARED)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + "; in CI (CI=true) a missing fixture is an error, not a skip", pytrace=False)
+        pytest.skip(message)
     return SHARED
 
 

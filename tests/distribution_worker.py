@@ -66,7 +66,8 @@ def step(trainer, fixed=True):
     return history.history, weights, ema
 
 
-single_hist, single_w, single_ema = step(build())
+single_trainer = build()
+single_hist, single_w, single_ema = step(single_trainer)
 
 if MODE == "tensorflow":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -86,12 +87,21 @@ else:
 
     devices = len(jax.devices())
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
-    dist_hist, dist_w, dist_ema = step(build())
+    dist_trainer = build()
+    dist_hist, dist_w, dist_ema = step(dist_trainer)
     replicas_differ = None  # JAX draws the noise of the global batch in one program
     num_scales = dist_hist["num_scales"][0]
 
+# Sampling a model built under the distribution (what the CLI does for its sample grids) gives the same images.
+from keras_ict.sampling import generate  # noqa: E402
+
+single_samples = generate(single_trainer.ema_model, range(3), sigmas=(80.0, 0.821))
+dist_samples = generate(dist_trainer.ema_model, range(3), sigmas=(80.0, 0.821))
+
 print(json.dumps({
     "devices": devices,
+    "sample_shapes": [list(single_samples.shape), list(dist_samples.shape)],
+    "max_sample_diff": float(np.abs(single_samples - dist_samples).max()) if single_samples.shape == dist_samples.shape else None,
     "loss_single": single_hist["loss"][0],
     "loss_distributed": dist_hist["loss"][0],
     "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(single_w, dist_w)),

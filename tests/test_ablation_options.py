@@ -27,6 +27,7 @@ def batch(n=8, seed=0):
     return x, rng.standard_normal(x.shape).astype(np.float32)
 
 
+@pytest.mark.backend_independent
 def test_ct_curriculum_matches_the_cm_paper_formula():
     total, s0, s1 = 1000, 2, 150
     values = [schedules.ct_num_discretization_steps(k, total, s0, s1) for k in range(0, 1201, 7)]
@@ -38,6 +39,7 @@ def test_ct_curriculum_matches_the_cm_paper_formula():
         assert int(ops.convert_to_numpy(traced)) == want
 
 
+@pytest.mark.backend_independent
 def test_uniform_index_tables():
     sigmas, logp = schedules.noise_tables([3, 11], 10, index_distribution="uniform")
     np.testing.assert_allclose(np.exp(logp[0][:2]), [0.5, 0.5])
@@ -125,6 +127,7 @@ def test_bad_switches():
         resolve_config("mnist", {"teacher": "frozen"})
 
 
+@pytest.mark.backend_independent
 def test_ablation_variants_are_the_issue_s_configs():
     """benchmarks/ablation.py's variants resolve, and each reverts exactly the iCT changes it names."""
     import importlib.util
@@ -177,6 +180,7 @@ def _collect_command(tmp_path):
     return hashlib.sha256(ref.read_bytes()).hexdigest(), work, out, command
 
 
+@pytest.mark.backend_independent
 def test_ablation_collect_reports_finished_variants_only(tmp_path):
     """`ablation.py --collect` tabulates the finished runs, lists the others, and refuses a folder of another recipe."""
     import json
@@ -202,6 +206,7 @@ def test_ablation_collect_reports_finished_variants_only(tmp_path):
     assert refused.returncode != 0 and "is not the 'ict-l2' variant" in refused.stderr
 
 
+@pytest.mark.backend_independent
 def test_ablation_preset_selects_its_runs(tmp_path):
     """`--preset` and `--seed` check the runs against that preset and training seed; other runs are refused."""
     import json

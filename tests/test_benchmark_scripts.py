@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import keras
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,6 +18,7 @@ def _run(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
 
+@pytest.mark.once("torch")
 def test_train_throughput_measures_one_row(tmp_path):
     out = tmp_path / "train.json"
     proc = _run("benchmarks/train_throughput.py", "--backends", keras.backend.backend(), "--jit", "false",
@@ -33,9 +35,60 @@ def test_train_throughput_measures_one_row(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.backend_independent
 def test_train_throughput_rejects_bad_batch_sizes(tmp_path):
     out = tmp_path / "train.json"
     for bad in ("0,32", "12a"):
         proc = _run("benchmarks/train_throughput.py", "--batch-sizes", bad, "--json", str(out))
         assert proc.returncode == 2 and ("--batch-sizes" in proc.stderr or "batch sizes must be" in proc.stderr)
         assert not out.exists()
+
+
+def _load_recipe_study():
+    import importlib.util
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("recipe_study", REPO / "benchmarks" / "recipe_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.backend_independent
+def test_recipe_study_variants_fix_the_curriculum_in_images():
+    study = _load_recipe_study()
+    fields, batch = study.variant_overrides("batch64", 32)
+    assert batch == 64 and fields["curriculum_steps"] == study.CURRICULUM_IMAGES // 64
+    fields, batch = study.variant_overrides("s1-150-curr32k", 32)
+    assert batch == 32 and fields == {"s1": 150, "curriculum_steps": 1000}
+    from keras_ict.presets import resolve_config
+
+    for name in {**study.VARIANTS, **study.COMBINATIONS}:  # every variant is a valid config
+        resolve_config("mnist", study.variant_overrides(name, 32)[0])
+
+
+@pytest.mark.backend_independent
+def test_recipe_study_collect_writes_curves_from_run_folders(tmp_path):
+    work = tmp_path / "work"
+    for name, fids in (("base", (300.0, 200.0)), ("s1-150", (250.0, 120.0))):
+        run = work / name
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"batch_size": 32, "s1": 150, "seed": 0}))
+        (run / "log.csv").write_text("step,images_seen,wall_s,loss,num_scales,mean_sigma\n"
+                                     "50,1600,100,1,11,1\n100,3200,140,1,11,1\n150,4800,180,1,11,1\n")
+        (run / "fid.csv").write_text("step,metric,fid,num,seeds,sigmas\n"
+                                     f"100,fid2k_1step,{fids[0] + 50},2000,0-1999,80\n100,fid2k_2step,{fids[0]},2000,0-1999,80 0.821\n"
+                                     f"150,fid2k_1step,{fids[1] + 50},2000,0-1999,80\n150,fid2k_2step,{fids[1]},2000,0-1999,80 0.821\n")
+    out = tmp_path / "study.json"
+    proc = subprocess.run([sys.executable, "benchmarks/recipe_study.py", "--collect", "--work", str(work), "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in report["variants"]}
+    assert rows["s1-150"]["img_per_s_median"] == 40.0  # 1600 images per 40 s
+    assert [p["fid2k_2step"] for p in rows["s1-150"]["points"]] == [250.0, 120.0]
+    assert rows["base"]["points"][1]["images"] == 4800 and rows["base"]["images_seen"] == 4800
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "/tmp" not in report["protocol"]["reference"] and not report["protocol"]["reference"].startswith("/")
+    table = proc.stdout.splitlines()
+    assert table[2].startswith("| s1-150 |")  # best two-step FID first

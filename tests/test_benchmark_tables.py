@@ -7,6 +7,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.backend_independent  # arithmetic on JSON, no Keras
+
 
 @pytest.fixture(scope="module")
 def tables():

@@ -15,8 +15,12 @@ TINY = {"network_overrides": {"model_channels": 8, "channel_mult": [1, 1], "attn
 
 
 def tiny_trainer(**overrides):
+    """The mnist recipe on a tiny network, compiled to run eagerly: these tests need a trained state after two
+    steps, and tracing the step would cost far more than running it (the compiled step is tested elsewhere)."""
     config = presets.resolve_config("mnist", dict(TINY, **overrides))
-    return config, presets.build_trainer(config)
+    trainer = presets.build_trainer(config)
+    trainer.compile(optimizer=trainer.optimizer, run_eagerly=True)
+    return config, trainer
 
 
 def images(n=8):

@@ -29,6 +29,7 @@ def run_cli(args, **kwargs):
     return subprocess.run([sys.executable, "-m", "keras_ict", *args], capture_output=True, text=True, env=env, cwd=REPO, **kwargs)
 
 
+@pytest.mark.backend_independent
 def test_parsers():
     assert parse_duration("45m") == 2700 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
     assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
@@ -41,6 +42,7 @@ def test_parsers():
         parse_seeds("5-2")
 
 
+@pytest.mark.backend_independent
 def test_presets_command(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
@@ -83,6 +85,7 @@ def weights_from_run(run_dir):
     return student, ema, state
 
 
+@pytest.mark.once("torch")
 def test_train_resume_equals_uninterrupted_and_sample(tmp_path, shared_dir):
     data = shared_dir / "datasets" / "mnist_small.npz"
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -124,10 +127,88 @@ def test_train_resume_equals_uninterrupted_and_sample(tmp_path, shared_dir):
     assert arrays["images"].shape == (3, 32, 32, 1) and arrays["images"].dtype == np.uint8
 
 
+# The CLI in a process with 2 simulated CPU devices (they must exist before the framework initialises).
+TWO_CPU_DEVICES = """
+import os, sys
+if os.environ["KERAS_BACKEND"] == "jax":
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+else:
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                               [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_ict.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.skipif(BACKEND == "torch", reason="no multi-device strategy on Keras' torch backend")
-def test_train_with_strategy_flag(tmp_path, shared_dir):
+def test_train_with_strategy_flag_splits_the_batch_over_two_devices(tmp_path, shared_dir):
     strategy = "mirrored" if BACKEND == "tensorflow" else "data-parallel"
     data = shared_dir / "datasets" / "mnist_small.npz"
-    proc = run_cli(tiny_args(data, tmp_path / "run", "--steps", "2", "--strategy", strategy))
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
+    args = tiny_args(data, tmp_path / "run", "--steps", "2", "--strategy", strategy)
+    proc = subprocess.run([sys.executable, "-c", TWO_CPU_DEVICES, *args], capture_output=True, text=True, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "batch 8 over 2 replicas" in proc.stdout, proc.stdout
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 2 and np.isfinite(float(log[1].split(",")[3]))
     assert (tmp_path / "run" / "final" / "model.weights.h5").is_file()
+
+
+@pytest.mark.once("torch")
+def test_train_stops_at_nonfinite_loss_and_keeps_last_good_checkpoint(tmp_path, shared_dir, capsys, monkeypatch):
+    """A loss that becomes NaN at step 5: exit 1 naming step 5, checkpoints up to step 4 intact, none after."""
+    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint
+    from keras_ict.trainer import ConsistencyTrainer
+
+    original = ConsistencyTrainer.consistency_loss
+
+    def poisoned(self, *args, **kwargs):
+        loss = original(self, *args, **kwargs)
+        # The 5th step runs with the step counter at 4; afterwards the counter (and the reported step) is 5.
+        return ops.where(ops.greater_equal(self.step.value, 4), ops.full_like(loss, float("nan")), loss)
+
+    monkeypatch.setattr(ConsistencyTrainer, "consistency_loss", poisoned)
+    run = tmp_path / "run"
+    code = main(tiny_args(shared_dir / "datasets" / "mnist_small.npz", run, "--steps", "8"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "the loss became NaN/Inf at step 5" in err, err
+    last = latest_checkpoint(run)
+    assert last is not None and last.name == "step_000000004" and f"Last good checkpoint: {last}" in err
+    saved = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert saved == ["step_000000002", "step_000000004"]
+    assert not (run / "final").exists()
+    trainer, state = load_checkpoint(last)
+    assert state["step"] == 4 and int(ops.convert_to_numpy(trainer.step)) == 4
+    assert all(np.isfinite(ops.convert_to_numpy(w)).all() for w in trainer.model.weights + trainer.ema_model.weights)
+
+
+@pytest.mark.once("torch")
+def test_time_budget_stops_cleanly_and_the_run_resumes(tmp_path, shared_dir, capsys):
+    data, run = shared_dir / "datasets" / "mnist_small.npz", tmp_path / "run"
+    # 0.1 s is spent before the first step ends (tracing alone takes longer), so the budget stops at step 1.
+    assert main(tiny_args(data, run, "--set", "total_steps=50", "--time-budget", "0.1")) == 0
+    out = capsys.readouterr().out
+    assert "stopped at step 1 of 50 (time budget)" in out, out
+    assert (run / "checkpoints" / "step_000000001").is_dir() and not (run / "final").exists()
+    assert main(tiny_args(data, run, "--steps", "50", "--stop-at-step", "2")) == 0
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "(step 1)" in out and "stopped at step 2 of 50 (stop requested)" in out
+
+
+@pytest.mark.once("torch")
+def test_a_run_with_its_own_curriculum_length_can_be_extended(tmp_path, shared_dir, capsys):
+    """With curriculum_steps fixed, total_steps only says when to stop: a finished run continues to a larger
+    total (how the recipe study and the zoo's long runs grow); without it, total_steps is part of the recipe."""
+    from keras_ict.checkpoint import read_json
+
+    data, run = shared_dir / "datasets" / "mnist_small.npz", tmp_path / "run"
+    assert main(tiny_args(data, run, "--steps", "2", "--set", "curriculum_steps=4")) == 0
+    assert main(tiny_args(data, run, "--steps", "4", "--set", "curriculum_steps=4")) == 0
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "(step 2)" in out and "finished 4 steps" in out
+    assert read_json(run / "config.json")["total_steps"] == 4
+    assert json.loads((run / "final" / "metadata.json").read_text())["steps"] == 4
+    assert main(tiny_args(data, run, "--steps", "6", "--set", "curriculum_steps=5")) == 2
+    assert "curriculum_steps: 4 -> 5" in capsys.readouterr().err

@@ -16,6 +16,9 @@ tf = pytest.importorskip("tensorflow")
 
 from keras_ict import data  # noqa: E402
 
+# tf.data and NumPy only: runs in one backend pass (the last test feeds a trainer and runs on every backend).
+pytestmark = pytest.mark.backend_independent
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Helpers
@@ -500,6 +503,7 @@ def test_tfds_streaming(monkeypatch, mnist):
 # The pipeline feeds ConsistencyTrainer.fit on the current backend
 
 
+@pytest.mark.per_backend
 def test_pipeline_feeds_conditional_trainer(mnist):
     import keras
 

@@ -88,6 +88,7 @@ def test_saved_model_signatures(exported):
     assert got["images_uint8"].dtype.name == "uint8"
 
 
+@pytest.mark.once("torch")
 def test_unconditional_export_through_the_cli(tmp_path, capsys):
     from keras_ict.checkpoint import sha256_file, write_json
 
@@ -154,6 +155,7 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("script,steps", [("onnx_generate.py", 1), ("onnx_generate.py", 2), ("savedmodel_generate.py", 2)])
 def test_inference_examples_without_keras_ict(exported, script, steps, tmp_path):
     """The examples import neither keras nor keras_ict and reproduce `generate` for the same seeds."""

@@ -73,6 +73,7 @@ def test_weights_cache(fid_env, pt_path):
     assert not [p for p in cached.parent.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("shape", [(2, 32, 32, 3), (1, 320, 410, 3), (1, 299, 299, 3), (2, 17, 300, 3)])
 def test_preprocess_matches_torch_bilinear(torch_mod, shape):
     images = _images(*shape, seed=1)
@@ -85,11 +86,13 @@ def test_preprocess_matches_torch_bilinear(torch_mod, shape):
     assert x.min() >= -1.0 and x.max() < 1.0
 
 
+@pytest.mark.backend_independent
 def test_preprocess_grayscale():
     gray = _images(2, 20, 30, c=1)
     np.testing.assert_array_equal(fid.preprocess(gray), fid.preprocess(np.repeat(gray, 3, axis=-1)))
 
 
+@pytest.mark.backend_independent
 def test_bad_inputs():
     good = _images(2, 16, 16)
     with pytest.raises(ValueError, match="float32"):
@@ -120,6 +123,7 @@ def _random_cov(d, rng):
     return a @ a.T / (2 * d)
 
 
+@pytest.mark.backend_independent
 def test_fid_identical_is_zero_and_symmetric():
     rng = np.random.default_rng(0)
     feats_a = rng.normal(size=(300, 32))
@@ -135,6 +139,7 @@ def test_fid_identical_is_zero_and_symmetric():
     assert abs(d_ab - d_ba) <= 1e-9 * d_ab
 
 
+@pytest.mark.backend_independent
 def test_fid_gaussian_closed_form():
     rng = np.random.default_rng(1)
     d = 64
@@ -150,6 +155,7 @@ def test_fid_gaussian_closed_form():
     np.testing.assert_allclose(got_rot, expected, rtol=1e-8)
 
 
+@pytest.mark.backend_independent
 def test_fid_singular_covariance():
     rng = np.random.default_rng(2)
     feats = rng.normal(size=(5, 16))  # rank-deficient covariance, as with few samples
@@ -160,6 +166,7 @@ def test_fid_singular_covariance():
     np.testing.assert_allclose(value, 16 * 0.25, atol=1e-3)
 
 
+@pytest.mark.backend_independent
 def test_statistics_file_roundtrip(tmp_path):
     rng = np.random.default_rng(3)
     mu, sigma = rng.normal(size=8), _random_cov(8, rng)
@@ -183,6 +190,7 @@ def test_statistics_file_roundtrip(tmp_path):
         fid.load_statistics(bad)
 
 
+@pytest.mark.backend_independent
 def test_missing_torch_or_weights_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="requires torch"):

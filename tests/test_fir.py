@@ -128,7 +128,9 @@ def test_factors_and_fallback_for_non_separable_filters():
     ],
 )
 def test_conv2d_matches_the_depthwise_forms(kwargs, monkeypatch):
-    """Conv2d (whatever form the backend uses) == Conv2d with the depthwise forms, also with dynamic H, W."""
+    """Conv2d with the separable forms (forced on every backend, not only JAX's default) == Conv2d with the
+    depthwise forms; with dynamic H, W Conv2d falls back to the depthwise forms, which must agree too."""
+    monkeypatch.setattr(backend_utils, "separable_fir_resampling", lambda: True)
     rng = np.random.default_rng(3)
     conv = Conv2d(3, seed=0, **kwargs)
     x = rng.standard_normal((2, 8, 8, 3)).astype("float32")

@@ -109,3 +109,33 @@ def test_conv_gradients_match_reference():
     np.testing.assert_allclose(_np(gk), want_k, atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(_np(gx), want_xp[:, 1:-1, 1:-1], atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(_np(gb), cot.sum(axis=(0, 1, 2)), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's CPU kernel choice (oneDNN or slow_conv2d)")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("filters,up", [(1, False), (3, False), (2, True)])
+def test_conv_backward_on_torch_fallback_kernels(dtype, filters, up):
+    """Forward and backward through torch's non-oneDNN CPU kernels, which CPUs without oneDNN support for a
+    dtype use (bfloat16 on AVX2-only CPUs such as AMD EPYC): they need a contiguous weight, and a one-output-
+    channel conv on a channels-last input failed with "slow_conv2d: grad_weight must be contiguous".
+    Disabling oneDNN selects those kernels on any CPU, so this runs the same path everywhere."""
+    import torch
+
+    from grad_utils import gradients
+
+    rng = np.random.default_rng(4)
+    x0 = rng.standard_normal((2, 8, 8, 4)).astype("float32")
+    layer = Conv2d(filters, 3, up=up, resample_filter=[1, 3, 3, 1], dtype=dtype)
+    layer.build(x0.shape)
+    _set_random_weights(layer, rng)
+    xv = keras.Variable(x0.astype(dtype), dtype=dtype)
+    with torch.backends.mkldnn.flags(enabled=False):
+        out = layer(xv.value)
+        gx, gk = gradients(lambda: ops.sum(ops.cast(layer(xv.value), "float32")), [xv, layer.kernel])
+    want = Conv2d(filters, 3, up=up, resample_filter=[1, 3, 3, 1])
+    want.build(x0.shape)
+    want.set_weights([w.astype("float32") for w in layer.get_weights()])
+    tol = 1e-4 if dtype == "float32" else 0.1
+    np.testing.assert_allclose(_np(out), _np(want(ops.convert_to_tensor(x0))), atol=tol * 10, rtol=tol)
+    assert np.all(np.isfinite(_np(gx))) and np.all(np.isfinite(_np(gk)))
+    assert np.abs(_np(gk)).sum() > 0

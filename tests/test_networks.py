@@ -143,6 +143,7 @@ def _lazy_trainable_count(name, **overrides):
     return count
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "name, overrides, expected",
     [
@@ -167,6 +168,7 @@ def test_small_presets_are_small_and_run():
         assert np.isfinite(y).all()
 
 
+@pytest.mark.backend_independent
 def test_preset_table_structure():
     for name, preset in NETWORK_PRESETS.items():
         assert preset["class"] in ("SongUNet", "DhariwalUNet"), name

@@ -1,9 +1,11 @@
 """RAdam against a float64 NumPy transcription of torch.optim.RAdam's update."""
 
-import numpy as np
 import keras
+import numpy as np
+import pytest
 from keras import ops
 
+from keras_ict import backend_utils
 from keras_ict.optimizers import RAdam
 
 
@@ -55,9 +57,10 @@ class _PerVariableRAdam(RAdam):
             self.update_step(grad, var, learning_rate)
 
 
+@pytest.mark.skipif(not backend_utils.torch_multi_tensor_optimizer(), reason="one update path only: no multi-tensor form here")
 def test_radam_backend_update_matches_per_variable_update():
-    # On torch, RAdam updates all variables with multi-tensor kernels; elsewhere this compares the loop
-    # with itself. Several shapes, through the rectification switch (rho_t > 5 from t = 6).
+    # On torch, RAdam updates all variables with multi-tensor kernels: compared with the per-variable loop
+    # that other backends run. Several shapes, through the rectification switch (rho_t > 5 from t = 6).
     rng = np.random.default_rng(1)
     shapes = [(3, 4), (5,), (2, 3, 3, 4)]
     init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -70,3 +73,16 @@ def test_radam_backend_update_matches_per_variable_update():
     for a, b, x0 in zip(fast, slow, init):
         assert not np.allclose(ops.convert_to_numpy(a), x0)
         np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7)
+
+
+def test_linear_warmup_ramps_to_the_peak_then_holds():
+    from keras_ict.optimizers import LinearWarmup
+
+    schedule = LinearWarmup(1e-3, 4)
+    rates = [float(ops.convert_to_numpy(schedule(t))) for t in range(6)]
+    np.testing.assert_allclose(rates, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rtol=1e-6)
+    optimizer = keras.optimizers.deserialize(keras.optimizers.serialize(RAdam(schedule)))
+    assert isinstance(optimizer._learning_rate, LinearWarmup) and optimizer._learning_rate.warmup_steps == 4
+    for bad in ((0.0, 4), (1e-3, 0)):
+        with pytest.raises(ValueError):
+            LinearWarmup(*bad)

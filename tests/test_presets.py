@@ -5,6 +5,7 @@ import pytest
 from keras_ict import presets
 
 
+@pytest.mark.backend_independent
 def test_paper_presets_hold_the_paper_values():
     c = presets.resolve_config("cifar10")
     assert (c["network"], c["batch_size"], c["learning_rate"], c["total_steps"]) == ("ncsnpp_cifar10", 1024, 1e-4, 400_000)
@@ -16,6 +17,7 @@ def test_paper_presets_hold_the_paper_values():
     assert set(presets.PRESET_SOURCES) == set(presets.PRESETS)
 
 
+@pytest.mark.backend_independent
 def test_overrides_are_coerced_and_checked():
     c = presets.resolve_config("mnist", {"batch_size": "64", "flip": "true", "learning_rate": "3e-4", "network_overrides": '{"model_channels": 16}'})
     assert c["batch_size"] == 64 and c["flip"] is True and c["learning_rate"] == 3e-4

@@ -19,6 +19,7 @@ sigma_ranges = st.tuples(
 )
 
 
+@pytest.mark.backend_independent
 @SETTINGS
 @given(n=st.integers(2, 2000), ranges=sigma_ranges)
 def test_karras_sigmas_are_increasing_and_hit_both_ends(n, ranges):
@@ -29,6 +30,7 @@ def test_karras_sigmas_are_increasing_and_hit_both_ends(n, ranges):
     assert sigmas[0] == pytest.approx(sigma_min, rel=1e-12) and sigmas[-1] == sigma_max
 
 
+@pytest.mark.backend_independent
 @SETTINGS
 @given(n=st.integers(2, 1281), p_mean=st.floats(-3.0, 2.0), p_std=st.floats(0.2, 4.0))
 def test_lognormal_probabilities_form_a_distribution(n, p_mean, p_std):
@@ -37,6 +39,7 @@ def test_lognormal_probabilities_form_a_distribution(n, p_mean, p_std):
     assert np.all(probs >= 0) and math.isclose(probs.sum(), 1.0, rel_tol=1e-9)
 
 
+@pytest.mark.backend_independent
 @SETTINGS
 @given(total=st.integers(1, 2_000_000), s0=st.integers(1, 64), factor=st.integers(1, 256), a=st.integers(0, 10**7),
        b=st.integers(0, 10**7))
@@ -52,6 +55,7 @@ def test_curriculum_is_monotone_and_bounded(total, s0, factor, a, b):
     assert n_hi == min(s0 * 2 ** (hi // k_prime), s1) + 1
 
 
+@pytest.mark.backend_independent
 @SETTINGS
 @given(sigma=st.floats(0.002, 1000.0), sigma_min=st.floats(1e-4, 0.002), sigma_data=st.floats(0.1, 2.0))
 def test_scalings_are_bounded_and_satisfy_the_boundary(sigma, sigma_min, sigma_data):

@@ -29,6 +29,7 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.backend_independent
 def test_pickled_code_in_a_torch_state_dict_is_refused(tmp_path):
     torch = pytest.importorskip("torch")
     marker = tmp_path / "ran"
@@ -48,6 +49,7 @@ def _object_npz(path, marker, **arrays):
     np.savez(path, **arrays, payload=np.array([Payload(marker)], dtype=object))
 
 
+@pytest.mark.backend_independent
 def test_pickled_objects_in_npz_files_are_never_unpickled(tmp_path):
     marker = tmp_path / "ran"
     images = np.zeros((4, 8, 8, 1), np.uint8)

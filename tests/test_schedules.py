@@ -26,6 +26,7 @@ def ref_probs(sigmas, p_mean=-1.1, p_std=2.0):
     return mass / mass.sum()
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("n", [2, 3, 11, 21, 641, 1281])
 def test_karras_sigmas_match_reference(n):
     got = schedules.karras_sigmas(n)
@@ -41,6 +42,7 @@ def test_karras_sigmas_tensor_with_padding():
     np.testing.assert_allclose(got[11:], 80.0, rtol=2e-6)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "k,K",
     [(0, 400_000), (49_999, 400_000), (50_000, 400_000), (100_000, 400_000), (349_999, 400_000),
@@ -52,6 +54,7 @@ def test_num_discretization_steps_match_reference(k, K):
     assert int(ops.convert_to_numpy(traced)) == ref_num_steps(k, K)
 
 
+@pytest.mark.backend_independent
 def test_curriculum_first_and_last_stage_values():
     assert schedules.num_discretization_steps(0, 400_000) == 11
     assert schedules.num_discretization_steps(399_999, 400_000) == 1281
@@ -59,6 +62,7 @@ def test_curriculum_first_and_last_stage_values():
     assert schedules.num_curriculum_stages() == 8
 
 
+@pytest.mark.backend_independent
 def test_curriculum_with_other_s0_s1():
     # s1/s0 not a power of two: log2 floor(s1/s0) is not an integer in K'.
     for k in [0, 10, 500, 999, 5000]:
@@ -66,12 +70,14 @@ def test_curriculum_with_other_s0_s1():
     assert schedules.num_discretization_steps(0, 10, s0=1, s1=1) == 2  # N = 2: a single interval
 
 
+@pytest.mark.backend_independent
 def test_tiny_total_steps_define_interval_as_one():
     # floor(5 / 8) = 0 would divide by zero; K' is defined as 1 (double every step until s1).
     assert schedules.curriculum_interval(5) == 1
     assert [schedules.num_discretization_steps(k, 5) for k in range(9)] == [11, 21, 41, 81, 161, 321, 641, 1281, 1281]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("n", [2, 11, 81, 1281])
 def test_lognormal_index_probs_match_reference(n):
     sigmas = schedules.karras_sigmas(n)
@@ -88,6 +94,7 @@ def test_lognormal_index_probs_tensor_path():
     np.testing.assert_allclose(got, ref_probs(sigmas), rtol=2e-3, atol=1e-7)
 
 
+@pytest.mark.backend_independent
 def test_curriculum_tables_rows_match_each_stage():
     sigma_table, logp_table = schedules.curriculum_tables()
     assert sigma_table.shape == (8, 1281) and logp_table.shape == (8, 1280)
@@ -100,6 +107,7 @@ def test_curriculum_tables_rows_match_each_stage():
         assert np.all(probs[n - 1 :] == 0)
 
 
+@pytest.mark.backend_independent
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="n must be >= 2"):
         schedules.karras_sigmas(1)

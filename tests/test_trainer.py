@@ -119,8 +119,15 @@ def test_index_sampling_follows_lognormal_probs():
     grid = schedules.karras_sigmas(11)
     index = np.searchsorted(grid, sigma * (1 + 1e-5)) - 1
     np.testing.assert_allclose(sigma_next, grid[index + 1], rtol=1e-5)
-    freq = np.bincount(index, minlength=10) / len(index)
-    np.testing.assert_allclose(freq, schedules.lognormal_index_probs(grid), atol=0.015)
+    counts = np.bincount(index, minlength=10)
+    expected = schedules.lognormal_index_probs(grid) * len(index)
+    # Every bin within 5 binomial standard deviations (the top bins expect ~80-400 draws of 20000, so a
+    # sampler that skipped the largest sigmas fails here), and a chi-square test of the whole histogram.
+    tolerance = 5 * np.sqrt(expected * (1 - expected / len(index))) + 1
+    assert np.all(np.abs(counts - expected) <= tolerance), (counts, expected.round(1))
+    from scipy.stats import chisquare
+
+    assert chisquare(counts, expected).pvalue > 1e-4
     assert int(ops.convert_to_numpy(n)) == 11
 
 
@@ -197,10 +204,14 @@ def test_save_load_restores_step_ema_seed_and_continues_identically(tmp_path):
 
 
 def test_mixed_bfloat16_trains_with_float32_loss():
+    """Our SongUNet (its direct torch kernels, one output channel: the shape that failed on AVX2-only CPUs)
+    trains under mixed_bfloat16 with a float32 loss. Keras' own Conv2D on torch has the same CPU-dependent
+    backward failure (BUILD_NOTES.md, known gaps), so TinyNet is not used here."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        trainer = make_trainer(dropout=0.1)
+        model = ConsistencyModel(small_songunet(dropout=0.1))
+        trainer = ConsistencyTrainer(model, total_steps=40, ema_decay=0.9, seed=0)
         trainer.compile(optimizer="adam")
         x = images(8)
         z = np.ones_like(x)
@@ -229,3 +240,17 @@ def test_constructor_errors():
         ConsistencyTrainer(model, total_steps=10, ema_decay=1.0)
     with pytest.raises(ValueError, match="total_steps"):
         ConsistencyTrainer(model, total_steps=0)
+
+
+def test_curriculum_steps_sets_k_independently_of_total_steps():
+    """K of K' = floor(K / (log2 floor(s1/s0) + 1)) from curriculum_steps: N doubles every 10 steps for K = 80
+    (8 stages with s0 10, s1 1280) although the run is planned for 1000 steps, and holds 1281 after."""
+    trainer = make_trainer(total_steps=1000, curriculum_steps=80)
+    assert trainer.curriculum_interval == 10
+    seen = {}
+    for step in (0, 9, 10, 25, 69, 70, 999):
+        trainer.step.assign(step)
+        seen[step] = int(ops.convert_to_numpy(trainer._curriculum_row()[1]))
+    assert seen == {0: 11, 9: 11, 10: 21, 25: 41, 69: 641, 70: 1281, 999: 1281}
+    assert ConsistencyTrainer.from_config(trainer.get_config()).curriculum_interval == 10
+    assert make_trainer(total_steps=80).curriculum_interval == 10  # None: K = total_steps, the paper's choice

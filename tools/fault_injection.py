@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -44,35 +45,58 @@ def environment(backend):
     return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 
-def run_and_kill(command, env, delay, log):
-    """Start `command`, SIGKILL it after `delay` seconds unless it ended; returns (killed, returncode)."""
-    with open(log, "a") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        try:
-            process.wait(timeout=delay)
-            return False, process.returncode
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return True, process.returncode
-
-
-def run_and_kill_at_step(command, env, target_step, offset_s, log):
-    """Start `command`; once it reports step `target_step`, SIGKILL it `offset_s` later (so the kill lands in
-    the next step or in the checkpoint write of that step, however slow the machine is right now).
-    Returns (killed, returncode)."""
-    reached = threading.Event()
+def _start(command, env, log, on_line=None):
+    """Start `command` with its output copied to `log`; returns (process, reader thread, output lines)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
+    lines = []
 
     def follow():
         with open(log, "a") as out:
             for line in process.stdout:
                 out.write(line)
-                if line.startswith("step ") and int(line.split()[1]) >= target_step:
-                    reached.set()
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
+    return process, reader, lines
+
+
+def resumed_from(lines):
+    """(checkpoint path, step) that a `keras-ict train` run said it resumed from, or None for a fresh start."""
+    for line in lines:
+        match = re.match(r"resuming from (\S+) \(step (\d+)\)", line)
+        if match:
+            return {"path": match.group(1), "step": int(match.group(2))}
+    return None
+
+
+def run_and_kill(command, env, delay, log):
+    """Start `command`, SIGKILL it after `delay` seconds unless it ended; returns (killed, returncode, lines)."""
+    process, reader, lines = _start(command, env, log)
+    try:
+        process.wait(timeout=delay)
+        killed = False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        killed = True
+    reader.join()
+    return killed, process.returncode, lines
+
+
+def run_and_kill_at_step(command, env, target_step, offset_s, log):
+    """Start `command`; once it reports step `target_step`, SIGKILL it `offset_s` later (so the kill lands in
+    the next step or in the checkpoint write of that step, however slow the machine is right now).
+    Returns (killed, returncode, lines)."""
+    reached = threading.Event()
+
+    def on_line(line):
+        if line.startswith("step ") and int(line.split()[1]) >= target_step:
+            reached.set()
+
+    process, reader, lines = _start(command, env, log, on_line)
     while not reached.is_set() and process.poll() is None:
         reached.wait(0.05)
     if reached.is_set():
@@ -82,7 +106,7 @@ def run_and_kill_at_step(command, env, target_step, offset_s, log):
         process.send_signal(signal.SIGKILL)
     process.wait()
     reader.join()
-    return killed, process.returncode
+    return killed, process.returncode, lines
 
 
 def timed_run(command, env):
@@ -183,32 +207,43 @@ def main(argv=None):
     reference_weights, reference_final = trainer_weights(straight), final_weights(straight)
     while train_kills < args.kills or not rounds:
         run = work / f"interrupted_{len(rounds)}"
-        finished, latest = False, 0
+        finished, latest, found = False, 0, None
         while not finished:
             # A quarter of the kills land in start-up (time-based); the rest land after a randomly chosen step
             # has been reported, at a random offset within about a step, i.e. inside the next step's
             # computation or inside that step's checkpoint write (checkpoints are written every step).
             if train_kills >= args.kills:
-                killed, code = run_and_kill(train_command(run, args.data, args.steps), env, 3600.0, log)  # let it finish
+                killed, code, lines = run_and_kill(train_command(run, args.data, args.steps), env, 3600.0, log)  # let it finish
                 where = "none"
             elif rng.random() < 0.25 or latest >= args.steps - 1:
                 delay = rng.uniform(0.2, 1.0) * startup_s
                 where = f"start-up, after {delay:.1f}s"
-                killed, code = run_and_kill(train_command(run, args.data, args.steps), env, delay, log)
+                killed, code, lines = run_and_kill(train_command(run, args.data, args.steps), env, delay, log)
             else:
                 target = rng.randint(latest + 1, args.steps - 1)
                 offset = rng.uniform(0.0, 1.5) * step_s
                 where = f"{offset:.2f}s after step {target}"
-                killed, code = run_and_kill_at_step(train_command(run, args.data, args.steps), env, target, offset, log)
+                killed, code, lines = run_and_kill_at_step(train_command(run, args.data, args.steps), env, target, offset, log)
             train_kills += killed
+            # This run started from what the previous kill left: the checkpoint found (and loaded) then, or
+            # nothing. Compare with what the run itself reports it resumed from.
+            resumed = resumed_from(lines)
+            expected = None if found is None or found.get("step") is None else {"path": found["path"], "step": found["step"]}
+            if not any(line.startswith(("resuming", "training")) for line in lines):
+                resumed = "killed before loading"  # nothing loaded yet: nothing to compare
+            resume_ok = resumed == "killed before loading" or resumed == expected
             state = inspect_run(run)
-            if "error" in state:
+            loads = "error" not in state
+            if not loads:
                 raise SystemExit(f"after a kill the latest checkpoint of {run} does not load: {state['error']}")
+            found = state
             latest = state["step"] or 0
             final_exists = (run / "final" / "metadata.json").is_file()
             leftovers = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")) if (run / "checkpoints").is_dir() else []
             events.append({"what": "train", "round": len(rounds), "kill_at": where, "killed": killed,
-                           "returncode": code, "latest_step": state["step"], "checkpoint_loads": True,
+                           "returncode": code, "resumed_from": resumed, "expected_resume": expected,
+                           "resumed_from_checkpoint_found_after_previous_kill": resume_ok,
+                           "latest_step": state["step"], "checkpoint_loads": loads,
                            "final": final_exists, "temporaries_left": leftovers})
             print(f"train  round {len(rounds)}  kill {killed!s:5}  at {where:28}  latest checkpoint step "
                   f"{state['step']}  final {final_exists}  temporaries {leftovers}", flush=True)
@@ -238,12 +273,12 @@ def main(argv=None):
         shutil.rmtree(export_out)
     for _ in range(args.export_kills):
         delay = rng.uniform(0.2, 0.95) * export_s
-        killed, code = run_and_kill(export_cmd, env, delay, log)
+        killed, code, _ = run_and_kill(export_cmd, env, delay, log)
         status = check_export(export_out)
         events.append({"what": "export", "delay_s": round(delay, 2), "killed": killed, "returncode": code, "export": status})
         print(f"export kill {killed!s:5}  after {delay:6.1f}s  output {status}", flush=True)
     if args.export_kills:
-        killed, code = run_and_kill(export_cmd, env, 3600.0, log)
+        killed, code, _ = run_and_kill(export_cmd, env, 3600.0, log)
         assert not killed and code == 0, f"the last export failed (exit {code}); see {log}"
         assert check_export(export_out) == "complete"
 
@@ -255,7 +290,12 @@ def main(argv=None):
         "kills": kills,
         "train_kills": sum(e["killed"] for e in events if e["what"] == "train"),
         "export_kills": sum(e["killed"] for e in events if e["what"] == "export"),
-        "every_resume_from_intact_checkpoint": all(e["checkpoint_loads"] for e in events if e["what"] == "train"),
+        # Measured per run: the checkpoint found after the previous kill loaded, and the next run resumed from it.
+        "every_resume_from_intact_checkpoint": all(
+            e["checkpoint_loads"] and e["resumed_from_checkpoint_found_after_previous_kill"] for e in events if e["what"] == "train"
+        ),
+        "resumes_compared": sum(isinstance(e["resumed_from"], dict) for e in events if e["what"] == "train"),
+        "exports_checked": bool(args.export_kills),
         "uninterrupted_run_s": round(full_run_s, 1),
         "startup_s": round(startup_s, 2),
         "step_s": round(step_s, 3),
@@ -268,10 +308,13 @@ def main(argv=None):
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{kills} kills ({result['train_kills']} training over {len(rounds)} runs, {result['export_kills']} export); every resume loaded an "
-          f"intact checkpoint; final weights vs uninterrupted: max abs diff {max_diff:.3g}, bitwise equal {final_equal}")
+    intact = result["every_resume_from_intact_checkpoint"]
+    print(f"{kills} kills ({result['train_kills']} training over {len(rounds)} runs, "
+          f"{result['export_kills'] if args.export_kills else 'no'} export); {result['resumes_compared']} resumes compared "
+          f"with the checkpoint found after the kill: {'all matched' if intact else 'MISMATCH'}; final weights vs "
+          f"uninterrupted: max abs diff {max_diff:.3g}, bitwise equal {final_equal}")
     print(f"wrote {args.json}")
-    if max_diff != 0.0 or not final_equal:
+    if max_diff != 0.0 or not final_equal or not intact:
         return 1
     return 0
 

@@ -1,0 +1,287 @@
+"""Learning curves of CPU recipe variants: FID of the EMA model against images seen, per variant.
+
+    python benchmarks/recipe_study.py [--preset mnist] [--variants base s1-150 ...] [--images 64000]
+                                      [--eval-every 32000] [--fid-num 2000] [--workers 2] [--collect]
+
+Every variant is the preset with a few fields changed (VARIANTS below). It trains with `keras-ict train` for
+`--images` images (steps = images / batch size, so batch-size variants see the same images) with
+training-time FID of the EMA model every `--eval-every` images (`fid_every`; FID-2k 1-step and 2-step by
+default, against the committed reference statistics of the preset's data, seeds 0..fid_num-1). Every variant
+fixes its curriculum length in images (`curriculum_steps`), so a later call with a larger `--images` extends the
+same runs (successive halving: screen many variants on a short budget, then continue the best ones) without
+changing their curricula. Runs resume after any interruption: start the same command again.
+
+`--workers 2` trains two variants at once, one CPU thread each (on a 2-core CPU two single-threaded runs
+get more done than one two-threaded run, and a run beside other work is not oversubscribed). img/s per variant
+is the median over logged intervals, measured beside the other worker: compare networks' speed with
+`benchmarks/train_throughput.py` on an idle CPU.
+
+`--collect` trains nothing: it reads every run folder under `--work` and writes the JSON and the PNG
+(FID against images seen and against training hours, one line per variant).
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import repo_relative, versions, write_json  # noqa: E402
+
+PRESET_DATA = {
+    "mnist": ("../shared/datasets/mnist.npz", "fid_refs/mnist-train-32px.npz"),
+    "mnist-cond": ("../shared/datasets/mnist.npz", "fid_refs/mnist-train-32px.npz"),
+    "cifar10-small": ("../shared/datasets/cifar10_jpeg.tar.gz", "fid_refs/cifar10-jpeg-train.npz"),
+}
+
+# Curriculum length in images (K of K' = floor(K / (log2 floor(s1/s0) + 1))), the same for every variant
+# unless it says otherwise, so that extending a run keeps its curriculum.
+CURRICULUM_IMAGES = 64_000
+
+# name -> (config fields changed from the preset, what the variant tests). Values are config fields, except
+# "curriculum_images", which becomes curriculum_steps = curriculum_images / batch_size.
+VARIANTS = {
+    "base": ({}, "the preset (s1 1280, curriculum over 64k images)"),
+    "s1-40": ({"s1": 40}, "s1 40"),
+    "s1-80": ({"s1": 80}, "s1 80"),
+    "s1-150": ({"s1": 150}, "s1 150"),
+    "s1-320": ({"s1": 320}, "s1 320"),
+    "s1-150-curr32k": ({"s1": 150, "curriculum_images": 32_000}, "s1 150, curriculum over 32k images"),
+    "s1-150-curr128k": ({"s1": 150, "curriculum_images": 128_000}, "s1 150, curriculum over 128k images"),
+    "lr5e-4": ({"learning_rate": 5e-4, "lr_warmup_steps": 200}, "lr 5e-4, 200-step warm-up"),
+    "lr1e-3": ({"learning_rate": 1e-3, "lr_warmup_steps": 200}, "lr 1e-3, 200-step warm-up"),
+    "batch64": ({"batch_size": 64}, "batch 64 (half the steps)"),
+    "batch128": ({"batch_size": 128}, "batch 128 (a quarter of the steps)"),
+    "ema0.9999": ({"ema_decay": 0.9999}, "EMA 0.9999"),
+    "dropout0": ({"dropout": 0.0}, "dropout 0"),
+    "dropout0.3": ({"dropout": 0.3}, "dropout 0.3"),
+    "pmean-0.5": ({"p_mean": -0.5, "p_std": 1.5}, "P_mean -0.5, P_std 1.5"),
+    "width64": ({"network_overrides": {"model_channels": 64}}, "64 base channels (~4x FLOPs)"),
+    "blocks2": ({"network_overrides": {"num_blocks": 2}}, "2 blocks per resolution"),
+    "no-attn": ({"network_overrides": {"attn_resolutions": []}}, "no attention"),
+    "ddpmpp": (
+        {"network_overrides": {"embedding_type": "positional", "channel_mult_noise": 1, "encoder_type": "standard",
+                               "resample_filter": [1, 1], "fourier_scale": 16.0}},
+        "DDPM++-style small net (positional embedding, plain resampling)",
+    ),
+}
+# Combinations of winners are added here as the study goes on (each with the reason in BUILD_NOTES.md).
+COMBINATIONS = {}
+
+
+def variant_overrides(name, batch_size):
+    fields, _ = {**VARIANTS, **COMBINATIONS}[name]
+    fields = dict(fields)
+    batch = int(fields.get("batch_size", batch_size))
+    curriculum_images = int(fields.pop("curriculum_images", CURRICULUM_IMAGES))
+    fields["curriculum_steps"] = max(1, curriculum_images // batch)
+    return fields, batch
+
+
+def _set_args(fields):
+    out = []
+    for key, value in fields.items():
+        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        out += ["--set", f"{key}={text}"]
+    return out
+
+
+def train_variant(name, args, preset_batch):
+    fields, batch = variant_overrides(name, preset_batch)
+    steps = args.images // batch
+    every = max(1, args.eval_every // batch)
+    fields.update(fid_every=every, fid_num=args.fid_num, fid_ref=str(REPO / args.ref), fid_steps="1,2",
+                  checkpoint_every=every, seed=args.seed)
+    run_dir = Path(args.work) / name
+    command = [sys.executable, "-m", "keras_ict", "train", "--preset", args.preset, "--data", args.data,
+               "--steps", str(steps), "--out", str(run_dir)] + _set_args(fields)
+    env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
+    if args.workers > 1:  # one thread per run (see the module docstring)
+        env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    log = Path(args.work) / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+    print(f"{name}: exit {code} after {time.monotonic() - start:.0f} s (log {log})", flush=True)
+    return code
+
+
+def read_run(run_dir):
+    """One variant's curve from its run folder: FID points, throughput and the config it ran with."""
+    config = json.loads((run_dir / "config.json").read_text())
+    batch = int(config["batch_size"])
+    log_rows = []
+    if (run_dir / "log.csv").is_file():
+        with open(run_dir / "log.csv") as f:
+            log_rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    rates = []
+    for a, b in zip(log_rows, log_rows[1:]):
+        if b["step"] > a["step"] and b["wall_s"] > a["wall_s"]:
+            rates.append((b["step"] - a["step"]) * batch / (b["wall_s"] - a["wall_s"]))
+    rates.sort()
+    img_s = rates[len(rates) // 2] if rates else None
+    points = {}
+    if (run_dir / "fid.csv").is_file():
+        with open(run_dir / "fid.csv") as f:
+            for r in csv.DictReader(f):
+                step = int(r["step"])
+                point = points.setdefault(step, {"step": step, "images": step * batch})
+                point[r["metric"]] = float(r["fid"])
+    wall = {int(r["step"]): r["wall_s"] for r in log_rows}
+    for point in points.values():
+        point["wall_s"] = wall.get(point["step"])
+        point["train_hours_at_median_speed"] = round(point["images"] / img_s / 3600, 4) if img_s else None
+    steps_done = max([int(r["step"]) for r in log_rows] + list(points) + [0])
+    return {
+        "batch_size": batch,
+        "steps": steps_done,
+        "images_seen": steps_done * batch,
+        "wall_s": log_rows[-1]["wall_s"] if log_rows else 0.0,
+        "img_per_s_median": round(img_s, 2) if img_s else None,
+        "points": [points[s] for s in sorted(points)],
+        "config": {k: config.get(k) for k in ("s0", "s1", "curriculum_steps", "learning_rate", "lr_warmup_steps",
+                                               "batch_size", "ema_decay", "dropout", "p_mean", "p_std", "network",
+                                               "network_overrides", "seed")},
+    }
+
+
+def collect(args):
+    work = Path(args.work)
+    rows = {}
+    for run_dir in sorted(p for p in work.iterdir() if (p / "config.json").is_file()) if work.is_dir() else []:
+        row = read_run(run_dir)
+        name = run_dir.name
+        row["variant"] = name
+        row["what"] = {**VARIANTS, **COMBINATIONS}.get(name, (None, "not in VARIANTS"))[1]
+        rows[name] = row
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "versions": versions(),
+        "protocol": {"preset": args.preset, "fid_num": args.fid_num, "reference": repo_relative(REPO / args.ref),
+                     "eval_every_images": args.eval_every, "backend": args.backend, "workers": args.workers,
+                     "work": repo_relative(work)},
+        "variants": list(rows.values()),
+    }
+    write_json(args.json, report)
+    plot(report, args.png)
+    print(table(report))
+    return report
+
+
+def table(report):
+    lines = ["| variant | what | images | img/s | FID-1step (last) | FID-2step (last) | best 2-step (at images) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for row in sorted(report["variants"], key=lambda r: _last(r, 2) if _last(r, 2) is not None else 1e9):
+        best = min(((p.get(_metric(report, 2)), p["images"]) for p in row["points"] if p.get(_metric(report, 2)) is not None),
+                   default=(None, None))
+        fmt = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
+        lines.append(f"| {row['variant']} | {row['what']} | {row['images_seen']} | {fmt(row['img_per_s_median'])} | "
+                     f"{fmt(_last(row, 1))} | {fmt(_last(row, 2))} | {fmt(best[0])} ({best[1]}) |")
+    return "\n".join(lines)
+
+
+def _metric(report, steps):
+    num = report["protocol"]["fid_num"]
+    return f"fid{num // 1000}k_{steps}step" if num % 1000 == 0 else f"fid{num}_{steps}step"
+
+
+def _last(row, steps):
+    metric = f"_{steps}step"
+    values = [v for p in row["points"] for k, v in p.items() if k.startswith("fid") and k.endswith(metric)]
+    return values[-1] if values else None
+
+
+def plot(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    for row in report["variants"]:
+        for col, steps in enumerate((1, 2)):
+            pts = [p for p in row["points"] if p.get(_metric(report, steps)) is not None]
+            if not pts:
+                continue
+            y = [p[_metric(report, steps)] for p in pts]
+            axes[0, col].plot([p["images"] / 1000 for p in pts], y, marker="o", label=row["variant"])
+            hours = [p["train_hours_at_median_speed"] for p in pts]
+            if all(h is not None for h in hours):
+                axes[1, col].plot(hours, y, marker="o", label=row["variant"])
+    for col, steps in enumerate((1, 2)):
+        axes[0, col].set(xlabel="images seen (thousands)", ylabel=_metric(report, steps), title=f"{steps}-step")
+        axes[1, col].set(xlabel="training hours at the run's median img/s", ylabel=_metric(report, steps))
+        for ax in axes[:, col]:
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0, 1].legend(fontsize=7, ncol=2)
+    machine = report["machine"]
+    fig.suptitle(f"recipe study, preset {report['protocol']['preset']} ({machine['cpus']} CPUs, {report['protocol']['backend']})")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="mnist", choices=list(PRESET_DATA))
+    parser.add_argument("--variants", nargs="+", default=None, help=f"default: all of {list(VARIANTS)}")
+    parser.add_argument("--images", type=int, default=64_000, help="training budget per variant, in images")
+    parser.add_argument("--eval-every", type=int, default=32_000, help="FID every this many images")
+    parser.add_argument("--fid-num", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--backend", default="tensorflow")
+    parser.add_argument("--data", default=None, help="default: the preset's data under ../shared")
+    parser.add_argument("--ref", default=None, help="FID statistics, relative to the repo (default: the preset's)")
+    parser.add_argument("--work", default=None, help="run folders (default: ~/.cache/keras_ict/runs/recipe_study-PRESET[-seedN])")
+    parser.add_argument("--json", default=None, help="default: benchmarks/results/recipe_study_PRESET[_seedN].json")
+    parser.add_argument("--png", default=None, help="default: next to the JSON")
+    parser.add_argument("--collect", action="store_true", help="train nothing; write JSON and PNG from the run folders")
+    args = parser.parse_args()
+
+    names = args.variants or list(VARIANTS)
+    unknown = [n for n in names if n not in {**VARIANTS, **COMBINATIONS}]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {list({**VARIANTS, **COMBINATIONS})}")
+    if args.images < 1 or args.eval_every < 1 or args.fid_num < 2 or args.workers < 1:
+        parser.error("--images, --eval-every and --workers must be >= 1 and --fid-num >= 2")
+    data, ref = PRESET_DATA[args.preset]
+    args.data = args.data or data
+    args.ref = args.ref or ref
+    if not (REPO / args.ref).is_file():
+        parser.error(f"FID reference statistics {args.ref} not found (make them with keras-ict fid-ref)")
+    suffix = args.preset.replace("-", "_") + (f"_seed{args.seed}" if args.seed else "")
+    args.work = args.work or str(Path.home() / ".cache" / "keras_ict" / "runs" / f"recipe_study-{args.preset}"
+                                 f"{'-seed%d' % args.seed if args.seed else ''}")
+    args.json = args.json or str(REPO / "benchmarks" / "results" / f"recipe_study_{suffix}.json")
+    args.png = args.png or str(Path(args.json).with_suffix(".png"))
+
+    if not args.collect:
+        from keras_ict.presets import PRESETS
+
+        preset_batch = PRESETS[args.preset]["batch_size"]
+        with ThreadPoolExecutor(args.workers) as pool:
+            codes = list(pool.map(lambda n: train_variant(n, args, preset_batch), names))
+        failed = [n for n, c in zip(names, codes) if c != 0]
+        if failed:
+            print(f"failed: {failed} (see their logs under {args.work})", file=sys.stderr)
+    collect(args)
+    print(f"wrote {repo_relative(Path(args.json))} and {repo_relative(Path(args.png))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The suite's own rules (tests/conftest.py): which pass runs a test, and missing fixtures in CI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import conftest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.backend_independent
+
+
+class _Item:
+    def __init__(self, *marks):
+        self.marks = {m.name: m for m in marks}
+
+    def get_closest_marker(self, name):
+        return self.marks.get(name)
+
+
+def test_each_test_runs_in_the_passes_its_marks_say(monkeypatch):
+    monkeypatch.setattr(conftest, "SUITE_BACKENDS", ["tensorflow", "jax", "torch"])
+    plain = _Item()
+    independent = _Item(pytest.mark.backend_independent.mark)
+    per_backend = _Item(pytest.mark.backend_independent.mark, pytest.mark.per_backend.mark)
+    once_torch = _Item(pytest.mark.once("torch").mark)
+    passes = {
+        name: [b for b in ("tensorflow", "jax", "torch") if conftest._runs_in_this_pass(item, b)]
+        for name, item in (("plain", plain), ("independent", independent), ("per_backend", per_backend), ("once", once_torch))
+    }
+    assert passes == {"plain": ["tensorflow", "jax", "torch"], "independent": ["tensorflow"],
+                      "per_backend": ["tensorflow", "jax", "torch"], "once": ["torch"]}
+    # A once-test whose backend is not in this run goes to the first pass, so it never drops out.
+    monkeypatch.setattr(conftest, "SUITE_BACKENDS", ["jax", "tensorflow"])
+    assert [b for b in ("jax", "tensorflow") if conftest._runs_in_this_pass(once_torch, b)] == ["jax"]
+
+
+@pytest.mark.parametrize("ci,outcome", [("true", "1 error"), ("", "1 skipped")])
+def test_a_missing_shared_folder_fails_in_ci_and_skips_elsewhere(ci, outcome):
+    env = dict(os.environ, KERAS_ICT_SHARED="/nonexistent/shared", CI=ci, KERAS_ICT_SUITE_BACKENDS="")
+    test = "tests/test_cli.py::test_user_errors_are_one_line_and_write_nothing"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", test, "-k", "args0"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert outcome in proc.stdout, proc.stdout[-2000:]
+    if ci:
+        assert proc.returncode == 1 and "a missing fixture is an error" in proc.stdout
