@@ -17,7 +17,9 @@ reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT
 parallel=()
 if [ "$workers" -gt 1 ]; then
-  parallel=(-n "$workers")
+  # loadgroup: tests marked @pytest.mark.xdist_group("name") (e.g. ones that need a fixed port or the CPU to
+  # themselves) share one worker; the rest are spread as with --dist load.
+  parallel=(-n "$workers" --dist loadgroup)
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1
 fi
 status=0
