@@ -74,6 +74,7 @@ VARIANTS = {
 }
 # Combinations of winners are added here as the study goes on (each with the reason in BUILD_NOTES.md).
 COMBINATIONS = {}
+KEEP_ALL_CHECKPOINTS = 100_000
 
 
 def variant_overrides(name, batch_size):
@@ -97,9 +98,10 @@ def train_variant(name, args, preset_batch):
     fields, batch = variant_overrides(name, preset_batch)
     steps = args.images // batch
     every = max(1, args.eval_every // batch)
-    # Checkpoints between FID points too: a session that ends mid-interval loses at most 250 steps.
+    # Checkpoints between FID points too: a session that ends mid-interval loses at most 250 steps. All are kept:
+    # `--judge` draws the digit judge's curve from them afterwards.
     fields.update(fid_every=every, fid_num=args.fid_num, fid_ref=str(REPO / args.ref), fid_steps="1,2",
-                  checkpoint_every=min(every, 250), seed=args.seed)
+                  checkpoint_every=min(every, 250), keep_checkpoints=KEEP_ALL_CHECKPOINTS, seed=args.seed)
     run_dir = Path(args.work) / name
     command = [sys.executable, "-m", "keras_ict", "train", "--preset", args.preset, "--data", args.data,
                "--steps", str(steps), "--out", str(run_dir)] + _set_args(fields)

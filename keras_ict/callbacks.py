@@ -62,14 +62,22 @@ class StopAtStep(keras.callbacks.Callback):
 class StepLogger(keras.callbacks.Callback):
     """Every `every` steps: a CSV row (and TensorBoard scalars when TensorFlow is installed).
 
-    Columns: step, images_seen, wall_s, loss (mean over the interval), num_scales, mean_sigma.
+    Columns: step, images_seen, wall_s, loss and mean_sigma (means over the steps since the previous row),
+    num_scales (at the row's step).
+
+    Keras hands callbacks running means since the start of the epoch; a resumed run's epoch starts at the resume
+    step, so those means would mix intervals. The interval mean is recovered from the running sums
+    (batch + 1) * mean at this row and at the previous one.
     """
+
+    AVERAGED = ("loss", "mean_sigma")
 
     def __init__(self, run_dir, batch_size, every, wall_offset=0.0, print_rows=False):
         super().__init__()
         self.run_dir, self.batch_size, self.every = Path(run_dir), int(batch_size), int(every)
         self.wall_offset, self.start = float(wall_offset), None
-        self.losses, self.writer, self.print_rows = [], None, print_rows
+        self.writer, self.print_rows = None, print_rows
+        self._row_start = (0, {key: 0.0 for key in self.AVERAGED})
 
     def wall_time(self):
         return self.wall_offset + (time.monotonic() - self.start if self.start else 0.0)
@@ -84,23 +92,34 @@ class StepLogger(keras.callbacks.Callback):
             return  # TensorBoard logging needs tensorflow + tensorboard; log.csv is always written
         self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._row_start = (0, {key: 0.0 for key in self.AVERAGED})  # Keras resets its metrics here
+
+    def _interval_means(self, batch, logs):
+        """Means of the averaged logs over the batches since the previous row, from Keras' running means."""
+        seen = batch + 1
+        sums = {key: seen * float(logs.get(key, np.nan)) for key in self.AVERAGED}
+        start, start_sums = self._row_start
+        self._row_start = (seen, sums)
+        if seen <= start:
+            return {key: float("nan") for key in self.AVERAGED}
+        return {key: (sums[key] - start_sums[key]) / (seen - start) for key in self.AVERAGED}
+
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        self.losses.append(float(logs.get("loss", np.nan)))
         step = _step(self.model)
         if step % self.every == 0:
-            self._write(step, logs)
+            self._write(step, dict(logs, **self._interval_means(batch, logs)))
 
     def _write(self, step, logs):
         row = {
             "step": step,
             "images_seen": step * self.batch_size,
             "wall_s": round(self.wall_time(), 3),
-            "loss": float(np.mean(self.losses)) if self.losses else float("nan"),
+            "loss": float(logs.get("loss", np.nan)),
             "num_scales": int(logs.get("num_scales", 0)),
             "mean_sigma": float(logs.get("mean_sigma", np.nan)),
         }
-        self.losses = []
         if self.print_rows:  # no progress bar when stdout is not a terminal: one line per logged interval
             print(f"step {step:8d}  loss {row['loss']:.4f}  N {row['num_scales']:5d}  mean sigma {row['mean_sigma']:.3f}  "
                   f"{row['wall_s']:8.1f}s", flush=True)
