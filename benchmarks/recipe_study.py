@@ -16,8 +16,15 @@ get more done than one two-threaded run, and a run beside other work is not over
 is the median over logged intervals, measured beside the other worker: compare networks' speed with
 `benchmarks/train_throughput.py` on an idle CPU.
 
+After training, every kept checkpoint (every 250 steps, 8k images at batch 32) is scored by the digit judge
+(`keras_ict.digit_judge`: a small MNIST classifier; Frechet distance in its feature space, `judge2k_fd_*`, plus
+the share of recognisable digits and, for class-conditional presets, of the requested digit) from `--judge-num`
+samples 1- and 2-step: ~0.02 GFLOP per image against Inception's ~6, so the curves get a point every 8k images
+while FID-2k marks every `--eval-every` images. Scores go to RUN_DIR/judge.csv; `--judge-only` scores the
+checkpoints of all run folders that have no score yet, training nothing.
+
 `--collect` trains nothing: it reads every run folder under `--work` and writes the JSON and the PNG
-(FID against images seen and against training hours, one line per variant).
+(FID and judge distance against images seen and FID against training hours, one line per variant).
 """
 
 import argparse
@@ -116,7 +123,64 @@ def train_variant(name, args, preset_batch):
         out.flush()
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
     print(f"{name}: exit {code} after {time.monotonic() - start:.0f} s (log {log})", flush=True)
+    if code == 0 and args.judge_num:
+        code = judge_variant(run_dir, args, env, log)
     return code
+
+
+def judge_variant(run_dir, args, env, log):
+    """Scores the run's unscored checkpoints with the digit judge in a subprocess (the same backend and threads)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--score-run", str(run_dir), "--judge-num",
+               str(args.judge_num), "--preset", args.preset]
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+    print(f"{run_dir.name}: judge exit {code}", flush=True)
+    return code
+
+
+def judge_metric(num, what, steps):
+    return f"judge{num // 1000}k_{what}_{steps}step" if num % 1000 == 0 else f"judge{num}_{what}_{steps}step"
+
+
+JUDGE_FIELDS = {"judge_fd": "fd", "judge_recognisable": "recognisable", "judge_label_accuracy": "label_accuracy"}
+
+
+def score_run(run_dir, num):
+    """Appends digit-judge scores (1- and 2-step) of every complete, unscored checkpoint to RUN_DIR/judge.csv."""
+    from keras_ict.checkpoint import load_checkpoint
+    from keras_ict.digit_judge import DigitJudge, judge_model
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    sigmas = {1: [config["sigma_max"]], 2: [config["sigma_max"], config["two_step_sigma"]]}
+    path = run_dir / "judge.csv"
+    done = set()
+    if path.is_file():
+        with open(path) as f:
+            done = {int(r["step"]) for r in csv.DictReader(f) if int(r["num"]) == num}
+    judge = DigitJudge()
+    root = run_dir / "checkpoints"
+    folders = sorted(p for p in root.iterdir() if p.name.startswith("step_") and (p / "state.json").is_file()) \
+        if root.is_dir() else []
+    for folder in folders:
+        step = int(folder.name.split("_")[1])
+        if step in done:
+            continue
+        trainer, _ = load_checkpoint(folder)
+        rows = []
+        for steps, sig in sigmas.items():
+            scores = judge_model(trainer.ema_model, judge, num=num, sigmas=sig)
+            rows += [(step, judge_metric(num, JUDGE_FIELDS[k], steps), v) for k, v in scores.items() if k in JUDGE_FIELDS]
+        new = not path.exists()
+        with open(path, "a", newline="") as f:  # one checkpoint's rows at once: a kill loses at most that one
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "metric", "value", "num", "seeds"])
+            for step_, metric, value in rows:
+                writer.writerow([step_, metric, f"{value:.6g}", num, f"0-{num - 1}"])
+        print(f"{run_dir.name} step {step}: " + "  ".join(f"{m} {v:.3f}" for _, m, v in rows), flush=True)
 
 
 def read_run(run_dir):
@@ -140,6 +204,12 @@ def read_run(run_dir):
                 step = int(r["step"])
                 point = points.setdefault(step, {"step": step, "images": step * batch})
                 point[r["metric"]] = float(r["fid"])
+    if (run_dir / "judge.csv").is_file():
+        with open(run_dir / "judge.csv") as f:
+            for r in csv.DictReader(f):
+                step = int(r["step"])
+                point = points.setdefault(step, {"step": step, "images": step * batch})
+                point[r["metric"]] = float(r["value"])
     wall = {int(r["step"]): r["wall_s"] for r in log_rows}
     for point in points.values():
         point["wall_s"] = wall.get(point["step"])
@@ -172,6 +242,7 @@ def collect(args):
         "versions": versions(),
         "protocol": {"preset": args.preset, "fid_num": args.fid_num, "reference": repo_relative(REPO / args.ref),
                      "eval_every_images": args.eval_every, "backend": args.backend, "workers": args.workers,
+                     "judge_num": args.judge_num, "judge": "keras_ict.digit_judge (fid_refs/mnist-digit-judge.npz)",
                      "work": repo_relative(work)},
         "variants": list(rows.values()),
     }
@@ -182,14 +253,17 @@ def collect(args):
 
 
 def table(report):
-    lines = ["| variant | what | images | img/s | FID-1step (last) | FID-2step (last) | best 2-step (at images) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    judge_num = report["protocol"].get("judge_num") or 2000
+    lines = ["| variant | what | images | img/s | FID-1step (last) | FID-2step (last) | best 2-step (at images) | "
+             "judge FD 1-step / 2-step (last) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     for row in sorted(report["variants"], key=lambda r: _last(r, 2) if _last(r, 2) is not None else 1e9):
         best = min(((p.get(_metric(report, 2)), p["images"]) for p in row["points"] if p.get(_metric(report, 2)) is not None),
                    default=(None, None))
         fmt = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
         lines.append(f"| {row['variant']} | {row['what']} | {row['images_seen']} | {fmt(row['img_per_s_median'])} | "
-                     f"{fmt(_last(row, 1))} | {fmt(_last(row, 2))} | {fmt(best[0])} ({best[1]}) |")
+                     f"{fmt(_last(row, 1))} | {fmt(_last(row, 2))} | {fmt(best[0])} ({best[1]}) | "
+                     f"{fmt(_last_judge(row, judge_num, 1))} / {fmt(_last_judge(row, judge_num, 2))} |")
     return "\n".join(lines)
 
 
@@ -204,26 +278,41 @@ def _last(row, steps):
     return values[-1] if values else None
 
 
+def _last_judge(row, num, steps):
+    values = [p[judge_metric(num, "fd", steps)] for p in row["points"] if judge_metric(num, "fd", steps) in p]
+    return values[-1] if values else None
+
+
 def plot(report, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    for row in report["variants"]:
+    fig, axes = plt.subplots(3, 2, figsize=(13, 13))
+    judge_num = report["protocol"].get("judge_num") or 2000
+    for index, row in enumerate(report["variants"]):
+        color = f"C{index % 10}"
+        style = "-" if index < 10 else "--"
         for col, steps in enumerate((1, 2)):
             pts = [p for p in row["points"] if p.get(_metric(report, steps)) is not None]
-            if not pts:
-                continue
-            y = [p[_metric(report, steps)] for p in pts]
-            axes[0, col].plot([p["images"] / 1000 for p in pts], y, marker="o", label=row["variant"])
-            hours = [p["train_hours_at_median_speed"] for p in pts]
-            if all(h is not None for h in hours):
-                axes[1, col].plot(hours, y, marker="o", label=row["variant"])
+            if pts:
+                y = [p[_metric(report, steps)] for p in pts]
+                axes[0, col].plot([p["images"] / 1000 for p in pts], y, style, color=color, marker="o",
+                                  label=row["variant"])
+                hours = [p["train_hours_at_median_speed"] for p in pts]
+                if all(h is not None for h in hours):
+                    axes[1, col].plot(hours, y, style, color=color, marker="o", label=row["variant"])
+            judge = judge_metric(judge_num, "fd", steps)
+            pts = [p for p in row["points"] if p.get(judge) is not None]
+            if pts:
+                axes[2, col].plot([p["images"] / 1000 for p in pts], [p[judge] for p in pts], style, color=color,
+                                  marker=".", label=row["variant"])
     for col, steps in enumerate((1, 2)):
         axes[0, col].set(xlabel="images seen (thousands)", ylabel=_metric(report, steps), title=f"{steps}-step")
         axes[1, col].set(xlabel="training hours at the run's median img/s", ylabel=_metric(report, steps))
+        axes[2, col].set(xlabel="images seen (thousands)", ylabel=judge_metric(judge_num, "fd", steps) +
+                         " (digit judge, not FID)")
         for ax in axes[:, col]:
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
@@ -253,8 +342,21 @@ def main():
     parser.add_argument("--work", default=None, help="run folders (default: ~/.cache/keras_ict/runs/recipe_study-PRESET[-seedN])")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/recipe_study_PRESET[_seedN].json")
     parser.add_argument("--png", default=None, help="default: next to the JSON")
+    parser.add_argument("--judge-num", type=int, default=None,
+                        help="digit-judge samples per checkpoint (0: off; default 2000 on MNIST presets, else 0)")
+    parser.add_argument("--judge-only", action="store_true", help="train nothing; score unscored checkpoints")
+    parser.add_argument("--score-run", help=argparse.SUPPRESS)  # one run folder, in the worker's subprocess
     parser.add_argument("--collect", action="store_true", help="train nothing; write JSON and PNG from the run folders")
     args = parser.parse_args()
+    if args.judge_num is None:
+        args.judge_num = 2000 if args.preset.startswith("mnist") else 0
+    if args.judge_num and not args.preset.startswith("mnist"):
+        parser.error(f"the digit judge scores MNIST models only; use --judge-num 0 with preset {args.preset}")
+    if args.judge_num and args.judge_num < 2:
+        parser.error(f"--judge-num must be 0 (off) or >= 2, got {args.judge_num}")
+    if args.score_run:
+        score_run(args.score_run, args.judge_num)
+        return
 
     names = args.variants or list(VARIANTS)
     unknown = [n for n in names if n not in {**VARIANTS, **COMBINATIONS}]
@@ -273,7 +375,15 @@ def main():
     args.json = args.json or str(REPO / "benchmarks" / "results" / f"recipe_study_{suffix}.json")
     args.png = args.png or str(Path(args.json).with_suffix(".png"))
 
-    if not args.collect:
+    if args.judge_only:
+        if not args.judge_num:
+            parser.error("--judge-only needs --judge-num >= 2")
+        env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
+        work = Path(args.work)
+        runs = sorted(p for p in work.iterdir() if (p / "config.json").is_file()) if work.is_dir() else []
+        for run_dir in runs:
+            judge_variant(run_dir, args, env, work / f"{run_dir.name}.log")
+    elif not args.collect:
         from keras_ict.presets import PRESETS
 
         preset_batch = PRESETS[args.preset]["batch_size"]
