@@ -27,7 +27,8 @@ def maxrss_mib():
 
 def write_json(path, data):
     """Writes `data` as indented JSON through a temporary file and a rename, so an interrupted benchmark
-    never leaves a truncated result behind; creates the folder. Returns the path."""
+    never leaves a truncated result behind; creates the folder. Absolute paths among the values are written as
+    `repo_relative` ones, so committed results carry no machine's paths. Returns the path."""
     import json
     import os
     from pathlib import Path
@@ -35,21 +36,38 @@ def write_json(path, data):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(portable_paths(data), indent=2) + "\n")
     os.replace(tmp, path)
     return path
 
 
 def repo_relative(path):
-    """`path` relative to the repository root when it lies inside it, else as given (home shortened to ~), so
-    committed JSON carries no machine's absolute paths."""
+    """`path` relative to the repository root when it lies inside it or beside it (`../shared/...`, where tests
+    read the shared data), else under the home folder as `~/...`, else as given: so committed JSON carries no
+    machine's absolute paths."""
     from pathlib import Path
 
     path, repo = Path(path).resolve(), Path(__file__).resolve().parents[1]
     try:
         return path.relative_to(repo).as_posix()
     except ValueError:
-        try:
-            return "~/" + path.relative_to(Path.home()).as_posix()
-        except ValueError:
-            return str(path)
+        pass
+    try:
+        return "../" + path.relative_to(repo.parent).as_posix()
+    except ValueError:
+        pass
+    try:
+        return "~/" + path.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def portable_paths(data):
+    """`data` (nested dicts / lists) with every string that is an absolute path replaced by `repo_relative`."""
+    if isinstance(data, dict):
+        return {key: portable_paths(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [portable_paths(value) for value in data]
+    if isinstance(data, str) and data.startswith("/") and "\n" not in data and " " not in data:
+        return repo_relative(data)
+    return data

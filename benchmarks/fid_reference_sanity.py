@@ -12,13 +12,15 @@ Computing everything from scratch takes about 70 minutes on a 2-core CPU (120k i
 """
 
 import argparse
-import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import repo_relative, write_json  # noqa: E402
 
 
 def main():
@@ -63,9 +65,8 @@ def main():
         "results": rows,
         "statistics": {k: {kk: vv for kk, vv in v[2].items() if kk != "cached"} for k, v in stats.items()},
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
+    print(f"wrote {repo_relative(args.json)}")
 
 
 if __name__ == "__main__":

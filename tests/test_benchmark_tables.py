@@ -62,3 +62,37 @@ def test_published_ablation_tables_match_the_json(tables):
     readme = (REPO / "README.md").read_text()
     for row in report["results"]:
         assert f"| {row['fid10k_1step']:.1f} | {row['fid10k_2step']:.1f} |" in readme, row["variant"]
+
+
+def _strings(data):
+    if isinstance(data, dict):
+        for value in data.values():
+            yield from _strings(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _strings(value)
+    elif isinstance(data, str):
+        yield data
+
+
+def test_committed_results_carry_no_absolute_paths():
+    import json
+
+    files = sorted((REPO / "benchmarks" / "results").glob("*.json")) + sorted((REPO / "zoo").glob("*/*.json"))
+    assert files
+    found = {f"{p.relative_to(REPO)}: {s}" for p in files for s in _strings(json.loads(p.read_text()))
+             if s.startswith(("/work", "/root", "/home", "/tmp", "/Users"))}
+    assert not found, sorted(found)[:10]
+
+
+def test_portable_paths_map_repo_sibling_and_home_paths():
+    spec = importlib.util.spec_from_file_location("_common", REPO / "benchmarks" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    portable_paths = common.portable_paths
+
+    home = Path.home()
+    data = {"a": str(REPO / "fid_refs" / "x.npz"), "b": [str(REPO.parent / "shared" / "d.npz")],
+            "c": str(home / ".cache" / "r"), "d": "80 0.821", "e": 3}
+    assert portable_paths(data) == {"a": "fid_refs/x.npz", "b": ["../shared/d.npz"], "c": "~/.cache/r", "d": "80 0.821",
+                                    "e": 3}
