@@ -120,7 +120,8 @@ def main():
         fid_s = 0.0
         if fid_json.is_file():
             old = json.loads(fid_json.read_text())["results"]
-            if {(r["num"], r["steps"], r["reference"]["ref_sha256"]) for r in old} != {(args.fid_num, 1, ref_sha), (args.fid_num, 2, ref_sha)}:
+            if ({(r["num"], r["steps"], r["reference"]["ref_sha256"]) for r in old}
+                    != {(args.fid_num, 1, ref_sha), (args.fid_num, 2, ref_sha)}):
                 raise SystemExit(f"{fid_json} was made with another protocol (count, steps or reference); move it away")
         else:
             fid_s = run([sys.executable, "-m", "keras_ict", "fid", "--model", str(run_dir / "final"), "--ref", args.ref,

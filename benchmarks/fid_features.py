@@ -40,7 +40,8 @@ def keras_worker(args):
         model.predict_on_batch(batch)
         times.append(time.perf_counter() - start)
     feats = fid.inception_features(x[:4])
-    return {"backend": keras.backend.backend(), "img_per_s": args.batch_size / sorted(times)[len(times) // 2], "features4": feats.tolist()}
+    return {"backend": keras.backend.backend(), "img_per_s": args.batch_size / sorted(times)[len(times) // 2],
+            "features4": feats.tolist()}
 
 
 def torch_worker(args):
@@ -61,7 +62,8 @@ def torch_worker(args):
             module(batch)
             times.append(time.perf_counter() - start)
         ref = module(to_nchw(x[:4])).numpy()
-    return {"backend": "torchscript reference", "img_per_s": args.batch_size / sorted(times)[len(times) // 2], "features4": ref.tolist()}
+    return {"backend": "torchscript reference", "img_per_s": args.batch_size / sorted(times)[len(times) // 2],
+            "features4": ref.tolist()}
 
 
 def main():

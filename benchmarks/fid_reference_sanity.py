@@ -47,13 +47,16 @@ def main():
     }
     pairs = [
         ("cifar10-jpeg test (10k)", "cifar10-jpeg train (50k)", "published 3.15 for the real CIFAR-10 test vs train"),
-        ("cifar10-jpeg test[:512]", "cifar10-jpeg train[:512]", "first 512 in folder order: all class 0 (airplane), so not comparable with the issue's 74.7 (other images)"),
-        ("mnist train (60k, 32x32)", "cifar10-jpeg train (50k)", "full sets (MNIST padded, grey repeated to RGB by the FID preprocessing); the issue's 317.9 used 512 images of each"),
+        ("cifar10-jpeg test[:512]", "cifar10-jpeg train[:512]",
+         "first 512 in folder order: all class 0 (airplane), so not comparable with the issue's 74.7 (other images)"),
+        ("mnist train (60k, 32x32)", "cifar10-jpeg train (50k)",
+         "full sets (MNIST padded, grey repeated to RGB by the FID preprocessing); the issue's 317.9 used 512 images of each"),
     ]
     rows = []
     for a, b, note in pairs:
         value = fid.frechet_distance(stats[a][0], stats[a][1], stats[b][0], stats[b][1])
-        rows.append({"a": a, "b": b, "fid": value, "note": note, "sha256": [stats[a][2]["ref_sha256"], stats[b][2]["ref_sha256"]]})
+        rows.append({"a": a, "b": b, "fid": value, "note": note,
+                     "sha256": [stats[a][2]["ref_sha256"], stats[b][2]["ref_sha256"]]})
     print("| A | B | FID | note |\n| --- | --- | ---: | --- |")
     for r in rows:
         print(f"| {r['a']} | {r['b']} | {r['fid']:.2f} | {r['note']} |")

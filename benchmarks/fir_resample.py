@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
 from _common import versions, write_json  # noqa: E402
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 

@@ -104,7 +104,8 @@ def main():
                      "bfloat16": matmul_tflops(args.device, torch.bfloat16, n=8192)}
         device_name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else _cpu_name()
         peaks["device_name"] = device_name
-        print(f"matmul peak on {args.device} ({device_name}): " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in peaks.items() if k != "device_name"))
+        print(f"matmul peak on {args.device} ({device_name}): "
+              + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in peaks.items() if k != "device_name"))
     print(f"{'network':<20} {'params':>12} {'forward GFLOP/img':>18} {'train step GFLOP/img':>21} {'ratio':>6}")
     for r in rows:
         print(f"{r['network']:<20} {r['params']:>12,} {r['forward_flops_per_image'] / 1e9:>18.3f} "

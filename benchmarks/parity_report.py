@@ -46,7 +46,8 @@ def main():
     rows = []
     for backend in args.backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-        proc = subprocess.run([sys.executable, __file__, "--worker", "--shared", args.shared], env=env, capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run([sys.executable, __file__, "--worker", "--shared", args.shared],
+                              env=env, capture_output=True, text=True, cwd=REPO)
         if proc.returncode:
             sys.exit(f"{backend} failed:\n{proc.stderr[-2000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))

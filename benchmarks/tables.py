@@ -44,7 +44,8 @@ def train_table(rows, flops=None, peak_tflops=None):
     400k x 1024 run would take at that speed."""
     flops = flops or {}
     extra = " TFLOP/s |" + (" MFU |" if peak_tflops else "") + " h for 400k x 1024 |"
-    lines = ["| network | variant | batch | step s (min) | step s (median) | img/s (median) | vs plain torch | peak RSS MiB | first step s |" + extra,
+    lines = ["| network | variant | batch | step s (min) | step s (median) | img/s (median) | vs plain torch |"
+             " peak RSS MiB | first step s |" + extra,
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * extra.count("|")]
     key = lambda r: (r.get("device_name") or "", r.get("preset", ""), r.get("batch_size", 0))  # noqa: E731
     for device, preset, batch in sorted({key(r) for r in rows}):
@@ -89,7 +90,8 @@ def flops_table(report):
 def sample_table(name, report):
     batch = report["config"]["batch_size"]
     rows = report["results"]
-    lines = [f"{name}: model {report['config'].get('model') or report['config'].get('preset')}, image shape {report['image_shape']}",
+    lines = [f"{name}: model {report['config'].get('model') or report['config'].get('preset')}, "
+             f"image shape {report['image_shape']}",
              "", f"| runtime | steps | batch {batch} img/s | batch 1 latency ms |", "| --- | ---: | ---: | ---: |"]
     for runtime in dict.fromkeys(r["runtime"] for r in rows):
         for steps in (1, 2):

@@ -47,6 +47,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # also when loaded by file path (tests)
 from _common import maxrss_mib, versions, write_json  # noqa: E402
+
 DEFAULT_SHARED = REPO.parent / "shared"
 
 

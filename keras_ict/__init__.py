@@ -20,7 +20,8 @@ _ATTRIBUTES = {
     "from_preset": "keras_ict.zoo",
     "compute_fid": "keras_ict.evaluation",
 }
-_SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "digit_judge", "evaluation", "export", "fid", "losses", "networks", "optimizers", "presets", "schedules", "zoo")
+_SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "digit_judge", "evaluation", "export", "fid", "losses", "networks",
+               "optimizers", "presets", "schedules", "zoo")
 
 __all__ = sorted(list(_ATTRIBUTES) + list(_SUBMODULES))
 

@@ -89,7 +89,8 @@ def _overrides(args):
             raise UserError(f"--set needs key=value, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key.strip().replace("-", "_")] = None if value.strip().lower() == "none" else value.strip()
-    for flag, key in (("data", "data"), ("steps", "total_steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed")):
+    for flag, key in (("data", "data"), ("steps", "total_steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"),
+                      ("seed", "seed")):
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
@@ -209,7 +210,8 @@ def cmd_train(args):
         }
         samples = {
             "samples_1step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"],), labels=labels),
-            "samples_2step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"], config["two_step_sigma"]), labels=labels),
+            "samples_2step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"], config["two_step_sigma"]),
+                                          labels=labels),
         }
         return save_final(trainer, run_dir / "final", model_config(config), meta, samples)
 
@@ -230,7 +232,8 @@ def cmd_train(args):
                            print_rows=not verbose)
     checkpoints = cb.CheckpointAndSample(
         run_dir, config["checkpoint_every"], config["keep_checkpoints"], seeds, labels, logger, nan_guard,
-        state_fn=lambda: {"wall_s": logger.wall_time(), "images_seen": int(keras.ops.convert_to_numpy(trainer.step)) * config["batch_size"]},
+        state_fn=lambda: {"wall_s": logger.wall_time(),
+                          "images_seen": int(keras.ops.convert_to_numpy(trainer.step)) * config["batch_size"]},
     )
     callbacks = [nan_guard, logger, checkpoints]
     budget_cb = cb.TimeBudget(budget) if budget else None

@@ -28,9 +28,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import layers
 
 EXPECTED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"

@@ -280,7 +280,8 @@ class ConsistencyTrainer(keras.Model):
         """teacher <- teacher + (1 - mu(k)) (theta - teacher), for `teacher="ema"` (original CT)."""
         rate = 1.0 - self.teacher_decay(num_scales)
         for target, weight in self._teacher_pairs:
-            target.assign(target + ops.cast(rate, target.dtype) * (ops.stop_gradient(ops.cast(weight.value, target.dtype)) - target))
+            target.assign(target + ops.cast(rate, target.dtype)
+                          * (ops.stop_gradient(ops.cast(weight.value, target.dtype)) - target))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, labels = self._unpack(x, y)

@@ -106,7 +106,9 @@ print(json.dumps({
     "loss_distributed": dist_hist["loss"][0],
     "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(single_w, dist_w)),
     "max_ema_diff": max(float(np.abs(a - b).max()) for a, b in zip(single_ema, dist_ema)),
-    "weights_changed": max(float(np.abs(a - b).max()) for a, b in zip(single_w, [ops.convert_to_numpy(w) for w in build().model.trainable_weights])),
+    "weights_changed": max(
+        float(np.abs(a - b).max()) for a, b in zip(single_w, [ops.convert_to_numpy(w) for w in build().model.trainable_weights])
+    ),
     "replicas_draw_different_noise": replicas_differ,
     "num_scales_distributed": num_scales,
 }))

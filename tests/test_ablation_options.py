@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from tiny_network import TinyNet
 
 from keras_ict import ConsistencyModel, ConsistencyTrainer, schedules
+from tiny_network import TinyNet
 
 
 def make_trainer(dropout=0.0, **kwargs):

@@ -14,18 +14,19 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from tiny_network import TinyNet
 
 from keras_ict import checkpoint, evaluation, fid, zoo
 from keras_ict.cli import main
 from keras_ict.parameterization import ConsistencyModel
 from keras_ict.sampling import generate
+from tiny_network import TinyNet
 
 TINY_NET = '{"model_channels": 8, "channel_mult": [1], "attn_resolutions": [], "num_blocks": 1}'
 
 
 def tiny(label_dim=0):
-    return ConsistencyModel(TinyNet(img_resolution=8, in_channels=1, label_dim=label_dim), noise_label_scale=1.0).build_for_images()
+    return ConsistencyModel(TinyNet(img_resolution=8, in_channels=1, label_dim=label_dim),
+                            noise_label_scale=1.0).build_for_images()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ API_CASES = [
     # FID input images
     ("fid stats missing", lambda f: fid.load_statistics(f / "nope.npz"), FileNotFoundError, "nope.npz"),
     # datasets
-    ("data float pixels", lambda f: evaluation.reference_statistics(f / "float_images.npz", cache=False), ValueError, "must be uint8"),
+    ("data float pixels", lambda f: evaluation.reference_statistics(f / "float_images.npz", cache=False), ValueError,
+     "must be uint8"),
     ("data empty", lambda f: _dataset(f / "empty.npz"), ValueError, "holds no images"),
     ("data rank 5", lambda f: _dataset(f / "rank5.npz"), ValueError, "(N, H, W)"),
     ("data missing", lambda f: _dataset(f / "missing.npz"), (FileNotFoundError, ValueError), "missing.npz"),
@@ -148,12 +150,16 @@ CLI_CASES = [
     ("unknown backend", ["train", "--preset", "mnist", "--out", "{out}", "--backend", "mxnet"], "invalid choice"),
     ("float data", ["train", "--preset", "mnist", "--out", "{out}", "--data", "{bad}/float_images.npz"], "uint8"),
     ("empty data", ["train", "--preset", "mnist", "--out", "{out}", "--data", "{bad}/empty.npz"], "holds no images"),
-    ("zero steps", ["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--steps", "0"], "total_steps must be >= 1"),
+    ("zero steps", ["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--steps", "0"],
+     "total_steps must be >= 1"),
     ("rank 5 data", ["train", "--preset", "mnist", "--out", "{out}", "--data", "{bad}/rank5.npz"], "must have shape (N, H, W)"),
-    ("conditional without labels", ["train", "--preset", "mnist-cond", "--out", "{out}", "--data", "{bad}/no_labels.npz"], "has no labels"),
-    ("more classes than label_dim", ["train", "--preset", "mnist-cond", "--out", "{out}", "--data", "{mnist}", "--set", "label_dim=5"], "10 classes"),
+    ("conditional without labels", ["train", "--preset", "mnist-cond", "--out", "{out}", "--data", "{bad}/no_labels.npz"],
+     "has no labels"),
+    ("more classes than label_dim",
+     ["train", "--preset", "mnist-cond", "--out", "{out}", "--data", "{mnist}", "--set", "label_dim=5"], "10 classes"),
     ("negative sample count", ["sample", "--model", "{tmp}", "--num", "-3", "--out", "{tmp}/g.png"], "--num"),
-    ("bad sigmas", ["sample", "--model", "{tmp}", "--num", "2", "--sigmas", "80,abc", "--out", "{tmp}/g.png"], "cannot read --sigmas"),
+    ("bad sigmas", ["sample", "--model", "{tmp}", "--num", "2", "--sigmas", "80,abc", "--out", "{tmp}/g.png"],
+     "cannot read --sigmas"),
     ("fid one image", ["fid", "--model", "{tmp}", "--ref", "{mnist}", "--num", "1"], "--num must be >= 2"),
     ("export bad format", ["export", "--model", "{tmp}", "--out", "{out}", "--formats", "tflite"], "--formats"),
 ]

@@ -77,8 +77,10 @@ def test_recipe_study_collect_writes_curves_from_run_folders(tmp_path):
         (run / "log.csv").write_text("step,images_seen,wall_s,loss,num_scales,mean_sigma\n"
                                      "50,1600,100,1,11,1\n100,3200,140,1,11,1\n150,4800,180,1,11,1\n")
         (run / "fid.csv").write_text("step,metric,fid,num,seeds,sigmas\n"
-                                     f"100,fid2k_1step,{fids[0] + 50},2000,0-1999,80\n100,fid2k_2step,{fids[0]},2000,0-1999,80 0.821\n"
-                                     f"150,fid2k_1step,{fids[1] + 50},2000,0-1999,80\n150,fid2k_2step,{fids[1]},2000,0-1999,80 0.821\n")
+                                     f"100,fid2k_1step,{fids[0] + 50},2000,0-1999,80\n"
+                                     f"100,fid2k_2step,{fids[0]},2000,0-1999,80 0.821\n"
+                                     f"150,fid2k_1step,{fids[1] + 50},2000,0-1999,80\n"
+                                     f"150,fid2k_2step,{fids[1]},2000,0-1999,80 0.821\n")
     out = tmp_path / "study.json"
     proc = subprocess.run([sys.executable, "benchmarks/recipe_study.py", "--collect", "--work", str(work), "--json", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -56,13 +56,16 @@ def test_presets_command(capsys):
         (["train", "--preset", "nope", "--out", "{out}"], "unknown preset 'nope'"),
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{tmp}/missing.npz"], "missing.npz"),
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--time-budget", "5x"], "cannot read duration"),
-        (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--set", "batchsize=3"], "unknown config field 'batchsize'"),
+        (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--set", "batchsize=3"],
+         "unknown config field 'batchsize'"),
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--batch-size", "0"], "batch_size must be >= 1"),
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--set", "resize=cubic"], "resize must be"),
-        (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--set", "network_overrides={{\"in_channels\": 2, \"out_channels\": 2}}"], "channels"),
+        (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}",
+          "--set", "network_overrides={{\"in_channels\": 2, \"out_channels\": 2}}"], "channels"),
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--stop-at-step", "0"], "--stop-at-step"),
         (["sample", "--model", "{tmp}/nothing", "--num", "4", "--out", "{tmp}/g.png"], "no model folder or zoo entry"),
-        (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}", "--strategy", "tpu" if BACKEND != "tensorflow" else "data-parallel"], "not available on the"),
+        (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}",
+          "--strategy", "tpu" if BACKEND != "tensorflow" else "data-parallel"], "not available on the"),
         (["sample", "--model", "{tmp}/nothing", "--num", "4", "--out", "{tmp}/g.jpg"], "must end in .png or .npz"),
         (["sample", "--model", "{tmp}/nothing", "--seeds", "3-1", "--out", "{tmp}/g.png"], "is empty"),
     ],
@@ -113,7 +116,8 @@ def test_train_resume_equals_uninterrupted_and_sample(tmp_path, shared_dir):
     assert {"config.json", "model.weights.h5", "samples_1step.png", "samples_2step.png"} <= set(meta["files"])
     log = (straight / "log.csv").read_text().splitlines()
     assert log[0] == "step,images_seen,wall_s,loss,num_scales,mean_sigma" and len(log) == 4
-    assert sorted(p.name for p in (straight / "samples").iterdir()) == ["step_000000002.png", "step_000000004.png", "step_000000006.png"]
+    assert sorted(p.name for p in (straight / "samples").iterdir()) == [
+        "step_000000002.png", "step_000000004.png", "step_000000006.png"]
 
     # Same command again: nothing left to do. A different config refuses to resume.
     again = run_cli(tiny_args(data, straight, "--steps", "6"))

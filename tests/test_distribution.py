@@ -30,6 +30,7 @@ def test_two_device_step_equals_single_device_step():
     assert result["max_weight_diff"] < 1e-6
     assert result["max_ema_diff"] < 1e-6
     assert result["num_scales_distributed"] == 11.0
-    assert result["sample_shapes"] == [[3, 8, 8, 1], [3, 8, 8, 1]] and result["max_sample_diff"] < 1e-5  # a last-value metric is not summed over replicas
+    # a last-value metric is not summed over replicas
+    assert result["sample_shapes"] == [[3, 8, 8, 1], [3, 8, 8, 1]] and result["max_sample_diff"] < 1e-5
     if BACKEND == "tensorflow":
         assert result["replicas_draw_different_noise"] is True

@@ -12,12 +12,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from tiny_network import TinyNet
 
 from keras_ict import evaluation, fid
 from keras_ict.cli import main
 from keras_ict.parameterization import ConsistencyModel
 from keras_ict.sampling import generate, to_uint8
+from tiny_network import TinyNet
 
 FAKE_DIM = 8
 REPO = Path(__file__).resolve().parents[1]
@@ -300,7 +300,8 @@ def test_end_to_end_fid_with_the_real_inception_network(tmp_path, shared_dir):
     noise = np.random.default_rng(0).integers(0, 256, (200, 32, 32, 1), dtype=np.uint8)
     mu, sigma = fid.statistics(fid.inception_features(noise))
     noise_fid = fid.frechet_distance(mu, sigma, *fid.load_statistics(ref))
-    real = np.concatenate(list(evaluation.reference_images(shared_dir / "datasets" / "mnist.npz", image_size=32, channels=1, num=200)))
+    real = np.concatenate(list(evaluation.reference_images(shared_dir / "datasets" / "mnist.npz", image_size=32, channels=1,
+                                                           num=200)))
     mu, sigma = fid.statistics(fid.inception_features(real))
     real_fid = fid.frechet_distance(mu, sigma, *fid.load_statistics(ref))
     assert real_fid < 0.5 * result["fid"] and result["fid"] < 0.8 * noise_fid, (real_fid, result["fid"], noise_fid)

@@ -42,7 +42,8 @@ def exported(tmp_path_factory):
 
 def test_export_writes_every_endpoint_and_verifies(exported):
     model, out, report = exported
-    assert sorted(p.name for p in out.iterdir()) == ["denoise.onnx", "export.json", "generate_2step.onnx", "model.onnx", "saved_model"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "denoise.onnx", "export.json", "generate_2step.onnx", "model.onnx", "saved_model"]
     assert json.loads((out / "export.json").read_text()) == report
     assert report["exported_with_backend"] == "tensorflow" and report["two_step_sigma"] == 0.821
     for name, entry in report["endpoints"].items():

@@ -35,7 +35,8 @@ def test_killed_runs_resume_exactly_and_exports_are_never_half_written(tmp_path,
     assert result["resumes_compared"] >= 1  # with seed 1 the second kill lands after a checkpoint
     # Every run after a kill that left a checkpoint said which one it resumed from, and it was that one.
     for before, after in zip(train, train[1:]):
-        if before["killed"] and before["latest_step"] and after["round"] == before["round"] and isinstance(after["resumed_from"], dict):
+        if (before["killed"] and before["latest_step"] and after["round"] == before["round"]
+                and isinstance(after["resumed_from"], dict)):
             assert after["resumed_from"]["step"] == before["latest_step"]
     assert result["max_abs_weight_diff_vs_uninterrupted"] == 0.0 and result["final_weights_bitwise_equal"]
     exports = [e for e in result["events"] if e["what"] == "export"]

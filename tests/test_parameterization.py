@@ -1,8 +1,8 @@
 """ConsistencyModel: scalings, c_noise, boundary condition, label handling, errors, serialization."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 from keras_ict import ConsistencyModel
@@ -50,9 +50,10 @@ def test_boundary_condition_is_exact():
 
 
 def test_default_noise_label_scale_from_network_embedding():
-    from keras_ict.networks import SongUNet, DhariwalUNet
+    from keras_ict.networks import DhariwalUNet, SongUNet
 
-    small = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=16, channel_mult=[1], num_blocks=1, attn_resolutions=[])
+    small = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=16, channel_mult=[1], num_blocks=1,
+                 attn_resolutions=[])
     assert ConsistencyModel(SongUNet(embedding_type="fourier", channel_mult_noise=2, **small)).noise_label_scale == 1.0
     assert ConsistencyModel(SongUNet(embedding_type="positional", **small)).noise_label_scale == 1000.0
     assert ConsistencyModel(DhariwalUNet(**small)).noise_label_scale == 1000.0

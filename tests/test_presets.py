@@ -10,7 +10,8 @@ def test_paper_presets_hold_the_paper_values():
     c = presets.resolve_config("cifar10")
     assert (c["network"], c["batch_size"], c["learning_rate"], c["total_steps"]) == ("ncsnpp_cifar10", 1024, 1e-4, 400_000)
     assert (c["dropout"], c["ema_decay"], c["two_step_sigma"], c["optimizer"]) == (0.3, 0.99993, 0.821, "radam")
-    assert (c["s0"], c["s1"], c["p_mean"], c["p_std"], c["sigma_min"], c["sigma_max"], c["sigma_data"]) == (10, 1280, -1.1, 2.0, 0.002, 80.0, 0.5)
+    assert ((c["s0"], c["s1"], c["p_mean"], c["p_std"], c["sigma_min"], c["sigma_max"], c["sigma_data"])
+            == (10, 1280, -1.1, 2.0, 0.002, 80.0, 0.5))
     i = presets.resolve_config("imagenet64")
     assert (i["network"], i["label_dim"], i["huber_c"], i["two_step_sigma"]) == ("adm_imagenet64", 1000, 0.06, 1.526)
     assert presets.resolve_config("cifar10-deep")["network"] == "ncsnpp_cifar10_deep"
@@ -19,7 +20,8 @@ def test_paper_presets_hold_the_paper_values():
 
 @pytest.mark.backend_independent
 def test_overrides_are_coerced_and_checked():
-    c = presets.resolve_config("mnist", {"batch_size": "64", "flip": "true", "learning_rate": "3e-4", "network_overrides": '{"model_channels": 16}'})
+    c = presets.resolve_config("mnist", {"batch_size": "64", "flip": "true", "learning_rate": "3e-4",
+                                         "network_overrides": '{"model_channels": 16}'})
     assert c["batch_size"] == 64 and c["flip"] is True and c["learning_rate"] == 3e-4
     assert c["network_overrides"] == {"model_channels": 16}
     with pytest.raises(ValueError, match="unknown config field 'batchsize'"):
@@ -35,7 +37,8 @@ def test_overrides_are_coerced_and_checked():
 
 
 def test_build_trainer_from_cpu_preset():
-    config = presets.resolve_config("mnist-cond", {"network_overrides": {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": []}})
+    config = presets.resolve_config("mnist-cond",
+                                    {"network_overrides": {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": []}})
     trainer = presets.build_trainer(config)
     assert trainer.model.conditional and trainer.model.label_dim == 10
     assert trainer.model.image_shape == (32, 32, 1)

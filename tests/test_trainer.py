@@ -1,8 +1,8 @@
 """ConsistencyTrainer: dropout-mask sharing, curriculum inside fit, EMA, resume state, mixed precision, jit."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 from keras_ict import ConsistencyModel, ConsistencyTrainer, schedules

@@ -25,7 +25,8 @@ def test_entry_loads_and_documents_itself(name):
     model = zoo.from_preset(name)
     folder = zoo.zoo_dir() / name
     meta = json.loads((folder / "metadata.json").read_text())
-    for key in ("dataset", "dataset_sha256", "preset", "steps", "images_seen", "wall_time_s", "machine", "backend", "fid", "files"):
+    for key in ("dataset", "dataset_sha256", "preset", "steps", "images_seen", "wall_time_s", "machine", "backend", "fid",
+                "files"):
         assert meta.get(key) is not None, key
     from keras_ict.evaluation import metric_name
 

@@ -1,6 +1,7 @@
 """Kill `keras-ict train` and `keras-ict export` with SIGKILL at random moments; check nothing is ever corrupt.
 
-    python tools/fault_injection.py [--kills 12] [--steps 24] [--backend tensorflow] [--json benchmarks/results/fault_injection.json]
+    python tools/fault_injection.py [--kills 12] [--steps 24] [--backend tensorflow] \
+[--json benchmarks/results/fault_injection.json]
 
 Training: a small MNIST run that checkpoints every step is started and SIGKILLed, then restarted with the
 same command, until it finishes. A quarter of the kills land in start-up (a random delay); the rest are timed
@@ -239,7 +240,8 @@ def main(argv=None):
             found = state
             latest = state["step"] or 0
             final_exists = (run / "final" / "metadata.json").is_file()
-            leftovers = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")) if (run / "checkpoints").is_dir() else []
+            leftovers = (sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("."))
+                         if (run / "checkpoints").is_dir() else [])
             events.append({"what": "train", "round": len(rounds), "kill_at": where, "killed": killed,
                            "returncode": code, "resumed_from": resumed, "expected_resume": expected,
                            "resumed_from_checkpoint_found_after_previous_kill": resume_ok,
@@ -292,7 +294,8 @@ def main(argv=None):
         "export_kills": sum(e["killed"] for e in events if e["what"] == "export"),
         # Measured per run: the checkpoint found after the previous kill loaded, and the next run resumed from it.
         "every_resume_from_intact_checkpoint": all(
-            e["checkpoint_loads"] and e["resumed_from_checkpoint_found_after_previous_kill"] for e in events if e["what"] == "train"
+            e["checkpoint_loads"] and e["resumed_from_checkpoint_found_after_previous_kill"]
+            for e in events if e["what"] == "train"
         ),
         "resumes_compared": sum(isinstance(e["resumed_from"], dict) for e in events if e["what"] == "train"),
         "exports_checked": bool(args.export_kills),

@@ -54,13 +54,15 @@ def card(name, meta, export_report):
         for fmt, err in e["max_abs_error_vs_keras"].items()
     )
     ref = meta["fid"][0]["reference"] if meta["fid"] else {}
+    machine = meta["machine"]
+    label_note = "; column j is class j (label = seed % " + str(meta["label_dim"]) + ")" if meta["label_dim"] else ""
     return f"""# keras-ict zoo: `{name}`
 
 {meta['description']}
 
 * **Data:** {meta['dataset']} (file sha256 `{meta['dataset_sha256']}`).
 * **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
-  seen), trained with `{meta['command']}` on {meta['backend']} ({meta['machine']['cpus']} CPU cores, {meta['machine']['platform']}),
+  seen), trained with `{meta['command']}` on {meta['backend']} ({machine['cpus']} CPU cores, {machine['platform']}),
   {meta['wall_time_s'] / 3600:.2f} h wall time.
 * **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}).
 * **Sampling:** one step from sigma {meta['sigmas_1step'][0]:g}; two steps with intermediate sigma {meta['sigmas_2step'][1]:g}.
@@ -77,7 +79,7 @@ relative to FID-50k; compare like with like. Reproduce: `{meta['fid_command']}`.
 
 ![samples](samples.png)
 
-`samples.png`: seeds 0-{len(meta['sample_seeds']) - 1}, one step (top) and two steps (bottom){'; column j is class j (label = seed % ' + str(meta['label_dim']) + ')' if meta['label_dim'] else ''}.
+`samples.png`: seeds 0-{len(meta['sample_seeds']) - 1}, one step (top) and two steps (bottom){label_note}.
 
 ## Use
 
@@ -148,7 +150,9 @@ def main(argv=None):
         labels = [s % model.label_dim for s in seeds] if model.conditional else None
         from PIL import Image
 
-        Image.fromarray(np.squeeze(stacked_samples(model, seeds, sampling["sigmas_1step"], sampling["sigmas_2step"], labels, ncols))).save(tmp / "samples.png")
+        Image.fromarray(np.squeeze(
+            stacked_samples(model, seeds, sampling["sigmas_1step"], sampling["sigmas_2step"], labels, ncols)
+        )).save(tmp / "samples.png")
         data_path = Path(str(run_config["data"]))
         meta = {
             "name": args.name,
@@ -175,7 +179,8 @@ def main(argv=None):
             "sigmas_2step": sampling["sigmas_2step"],
             "sample_seeds": seeds,
             "fid": results,
-            "fid_command": (f"keras-ict fid --model zoo/{args.name} --ref {args.ref} --num {results[0]['num'] if results else args.num} "
+            "fid_command": (f"keras-ict fid --model zoo/{args.name} --ref {args.ref} "
+                            f"--num {results[0]['num'] if results else args.num} "
                             "--steps 1,2"),
             "fid_backend": results[0]["backend"] if results else None,
             "limits": args.limits,
