@@ -100,7 +100,8 @@ PRESETS["mnist-cond"] = dict(
     _CPU, description="CPU-sized: small NCSN++ on MNIST padded to 32x32, class-conditional (10 classes).", label_dim=10
 )
 PRESETS["cifar10-small"] = dict(
-    _CPU, description="CPU-sized: small NCSN++ on CIFAR-10 32x32, unconditional.", network="ncsnpp_small", data="cifar10", flip=True
+    _CPU, description="CPU-sized: small NCSN++ on CIFAR-10 32x32, unconditional.", network="ncsnpp_small", data="cifar10",
+    flip=True,
 )
 
 _PAPER = "Song & Dhariwal 2024"
@@ -271,10 +272,10 @@ def build_consistency_model(model_cfg, seed=None):
 
 def build_trainer(config):
     """A compiled ConsistencyTrainer for a resolved config."""
+    import keras
+
     from keras_ict.optimizers import LinearWarmup, RAdam
     from keras_ict.trainer import ConsistencyTrainer
-
-    import keras
 
     model = build_consistency_model(model_config(config), seed=config["seed"])
     trainer = ConsistencyTrainer(
