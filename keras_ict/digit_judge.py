@@ -19,6 +19,7 @@ made by `python -m keras_ict.digit_judge --data ../shared/datasets/mnist.npz --o
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,9 @@ FORMAT = "keras-ict-digit-judge-1"
 
 
 def default_judge_path():
-    return Path(__file__).resolve().parents[1] / "fid_refs" / "mnist-digit-judge.npz"
+    """$KERAS_ICT_DIGIT_JUDGE, else the repository's fid_refs/mnist-digit-judge.npz."""
+    env = os.environ.get("KERAS_ICT_DIGIT_JUDGE")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "fid_refs" / "mnist-digit-judge.npz"
 
 
 def build_classifier():
@@ -66,8 +69,8 @@ class DigitJudge:
         path = Path(path) if path is not None else default_judge_path()
         if not path.is_file():
             raise FileNotFoundError(
-                f"digit judge file not found: {path} (make it with `python -m keras_ict.digit_judge --data MNIST.npz "
-                f"--out {path}`)")
+                f"digit judge file not found: {path} (set KERAS_ICT_DIGIT_JUDGE to the file, or make it with "
+                f"`python -m keras_ict.digit_judge --data MNIST.npz --out {path}`)")
         with np.load(path, allow_pickle=False) as data:
             if str(data["format"]) != FORMAT:
                 raise ValueError(f"{path} is not a digit judge file of format {FORMAT}")

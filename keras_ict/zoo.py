@@ -34,8 +34,14 @@ def _resolve(name_or_path):
     if candidate.is_dir():
         return candidate
     available = list()
+    if not zoo_dir().is_dir():
+        where = "$KERAS_ICT_ZOO" if os.environ.get("KERAS_ICT_ZOO") else "the default zoo folder"
+        raise FileNotFoundError(
+            f"no model folder named {str(name_or_path)!r}, and {where} {zoo_dir()} does not exist (an installed "
+            "package ships no zoo: set KERAS_ICT_ZOO to a folder of zoo entries, e.g. a clone's zoo/)"
+        )
     raise FileNotFoundError(
-        f"no model folder or zoo entry named {str(name_or_path)!r}"
+        f"no model folder or zoo entry named {str(name_or_path)!r} in {zoo_dir()}"
         + (f"; zoo entries: {', '.join(available)}" if available else "")
     )
 

@@ -101,3 +101,10 @@ def test_training_the_judge_writes_a_loadable_file_and_checks_arguments(tmp_path
     trained = DigitJudge(out)
     assert 0.5 < trained.test_accuracy <= 1.0 and trained.mu.shape == (128,)
     assert [p.name for p in tmp_path.iterdir()] == ["judge.npz"]  # no temporaries left
+
+
+@pytest.mark.backend_independent
+def test_keras_ict_digit_judge_variable_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_ICT_DIGIT_JUDGE", str(tmp_path / "judge.npz"))
+    with pytest.raises(FileNotFoundError, match="judge.npz.*set KERAS_ICT_DIGIT_JUDGE"):
+        DigitJudge()

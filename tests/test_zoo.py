@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +80,15 @@ def test_entry_exports_match_keras(name):
 def test_sample_command_by_zoo_name(name, tmp_path, capsys):
     assert main(["sample", "--model", name, "--num", "4", "--steps", "2", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").is_file()
+
+
+@pytest.mark.backend_independent
+def test_keras_ict_zoo_variable_moves_the_zoo_and_a_missing_zoo_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_ICT_ZOO", str(tmp_path / "my-zoo"))
+    assert zoo.list() == []
+    with pytest.raises(FileNotFoundError, match=r"\$KERAS_ICT_ZOO .*my-zoo does not exist.*set KERAS_ICT_ZOO"):
+        zoo.from_preset("mnist")
+    shutil.copytree(Path(__file__).resolve().parents[1] / "zoo" / ENTRIES[0], tmp_path / "my-zoo" / "copied")
+    assert zoo.list() == ["copied"]
+    with pytest.raises(FileNotFoundError, match="no model folder or zoo entry named 'mnist' in .*my-zoo; zoo entries: copied"):
+        zoo.from_preset("mnist")
