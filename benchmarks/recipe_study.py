@@ -71,6 +71,7 @@ VARIANTS = {
     "dropout0.3": ({"dropout": 0.3}, "dropout 0.3"),
     "pmean-0.5": ({"p_mean": -0.5, "p_std": 1.5}, "P_mean -0.5, P_std 1.5"),
     "width64": ({"network_overrides": {"model_channels": 64}}, "64 base channels (~4x FLOPs)"),
+    "width16": ({"network_overrides": {"model_channels": 16}}, "16 base channels (~1/4 of the FLOPs)"),
     "blocks2": ({"network_overrides": {"num_blocks": 2}}, "2 blocks per resolution"),
     "no-attn": ({"network_overrides": {"attn_resolutions": []}}, "no attention"),
     "ddpmpp": (

@@ -19,9 +19,11 @@ _ATTRIBUTES = {
     "to_uint8": "keras_ict.sampling",
     "from_preset": "keras_ict.zoo",
     "compute_fid": "keras_ict.evaluation",
+    "train": "keras_ict.training",
+    "TrainResult": "keras_ict.training",
 }
 _SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "digit_judge", "evaluation", "export", "fid", "losses", "networks",
-               "optimizers", "presets", "schedules", "zoo")
+               "optimizers", "presets", "schedules", "training", "zoo")
 
 __all__ = sorted(list(_ATTRIBUTES) + list(_SUBMODULES))
 

@@ -12,7 +12,6 @@ User errors print one line `keras-ict: error: ...` and exit with status 2, befor
 import argparse
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -97,180 +96,16 @@ def _overrides(args):
     return overrides
 
 
-def _check_run_dir(run_dir, config, fresh):
-    from keras_ict.checkpoint import read_json
-    from keras_ict.presets import FIELD_DEFAULTS, RUN_LENGTH_FIELDS
-
-    config_path = run_dir / "config.json"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} exists and is not a directory")
-    if not config_path.is_file():
-        if run_dir.is_dir() and any(run_dir.iterdir()) and not fresh:
-            raise UserError(f"--out {run_dir} is not empty and is not a keras-ict run directory")
-        return "new"
-    if fresh:
-        return "fresh"
-    old = dict(FIELD_DEFAULTS, **read_json(config_path))
-    length_fields = set(RUN_LENGTH_FIELDS)
-    if old.get("curriculum_steps") is not None and old.get("curriculum_steps") == config.get("curriculum_steps"):
-        # With its own curriculum length, total_steps only says when to stop: the run can be extended.
-        length_fields.add("total_steps")
-    differing = sorted(k for k in set(old) | set(config) if k not in length_fields and old.get(k) != config.get(k))
-    if differing:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in differing[:6])
-        raise UserError(
-            f"{run_dir} holds a run with a different config ({detail}); use another --out, or --fresh to start over"
-        )
-    return "resume"
-
-
-def _check_data(config, model_shape):
-    from keras_ict.data import dataset_info
-
-    info = dataset_info(config["data"])
-    height, width, channels = info["image_shape"]
-    res, want_channels = model_shape[0], model_shape[2]
-    # Grayscale and RGB convert into each other (repeat / luminance); other mismatches cannot be fed.
-    if channels != want_channels and not {channels, want_channels} <= {1, 3}:
-        raise UserError(f"data has {channels} channels but the network expects {want_channels}")
-    if (height > res or width > res) and config["resize"] is None:
-        raise UserError(f"data images are {height}x{width}, larger than the network's {res}x{res}; add --set resize=area")
-    if config["label_dim"] and info.get("num_classes") and info["num_classes"] > config["label_dim"]:
-        raise UserError(f"data has {info['num_classes']} classes but the model has label_dim={config['label_dim']}")
-    if config["label_dim"] and not info.get("num_classes"):
-        raise UserError("the preset is class-conditional but the data has no labels")
-    return info
-
-
 def cmd_train(args):
     select_backend(args.backend)
-    from keras_ict.presets import model_config, resolve_config
-
-    config = resolve_config(args.preset, _overrides(args))
-    run_dir = Path(args.out)
     budget = parse_duration(args.time_budget) if args.time_budget else None
-    if args.stop_at_step is not None and args.stop_at_step < 1:
-        raise UserError("--stop-at-step must be >= 1")
-    if args.strategy is not None:
-        import keras
+    from keras_ict.training import train
 
-        from keras_ict.backend_utils import STRATEGIES
-
-        if args.strategy not in STRATEGIES[keras.backend.backend()]:
-            raise UserError(f"--strategy {args.strategy} is not available on the {keras.backend.backend()} backend")
-    mode = _check_run_dir(run_dir, config, args.fresh)
-    cls_kwargs = model_config(config)["network"]["config"]
-    image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
-    info = _check_data(config, image_shape)
-    if config["fid_every"] and config["fid_ref"]:
-        _check_ref(str(config["fid_ref"]))
-
-    # Input is valid: from here on files are written.
-    import keras
-
-    from keras_ict import callbacks as cb
-    from keras_ict.backend_utils import distribution_scope
-    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final, write_json
-    from keras_ict.data import load_dataset
-    from keras_ict.presets import build_trainer
-    from keras_ict.sampling import generate
-
-    if mode == "fresh":
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.json").is_file() or mode == "resume":
-        write_json(run_dir / "config.json", config)  # on resume: only run-length fields can differ
-
-    checkpoint = latest_checkpoint(run_dir)
-    with distribution_scope(args.strategy):
-        if checkpoint is not None:
-            trainer, state = load_checkpoint(checkpoint)
-            print(f"resuming from {checkpoint} (step {state['step']})", flush=True)
-        else:
-            keras.utils.set_random_seed(config["seed"])
-            trainer, state = build_trainer(config), {"step": 0, "wall_s": 0.0}
-    step = int(keras.ops.convert_to_numpy(trainer.step))
-    total = config["total_steps"]
-    label_dim = config["label_dim"]
-    seeds = list(range(config["sample_count"]))
-    labels = [s % label_dim for s in seeds] if label_dim else None
-
-    def final_outputs(wall_s):
-        meta = {
-            "preset": config["preset"],
-            "data": str(config["data"]),
-            "dataset_examples": info.get("num_examples"),
-            "steps": int(keras.ops.convert_to_numpy(trainer.step)),
-            "images_seen": int(keras.ops.convert_to_numpy(trainer.step)) * config["batch_size"],
-            "wall_time_s": round(wall_s, 1),
-            "backend": keras.backend.backend(),
-            "keras": keras.__version__,
-            "machine": cb.os_machine(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        samples = {
-            "samples_1step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"],), labels=labels),
-            "samples_2step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"], config["two_step_sigma"]),
-                                          labels=labels),
-        }
-        return save_final(trainer, run_dir / "final", model_config(config), meta, samples)
-
-    if step >= total:
-        print(f"{run_dir} already finished {step} of {total} steps", flush=True)
-        if not (run_dir / "final" / "model.weights.h5").is_file():
-            print(f"wrote {final_outputs(state.get('wall_s', 0.0))}")
-        return 0
-
-    dataset = load_dataset(
-        config["data"], image_size=image_shape[0], channels=image_shape[2], labels=bool(label_dim),
-        num_classes=label_dim or None, batch_size=config["batch_size"], seed=config["seed"], flip=config["flip"],
-        resize=config["resize"], skip_batches=step,
-    )
-    nan_guard = cb.StopOnNonFinite()
-    verbose = 1 if sys.stdout.isatty() else 0
-    logger = cb.StepLogger(run_dir, config["batch_size"], config["log_every"], wall_offset=state.get("wall_s", 0.0),
-                           print_rows=not verbose)
-    checkpoints = cb.CheckpointAndSample(
-        run_dir, config["checkpoint_every"], config["keep_checkpoints"], seeds, labels, logger, nan_guard,
-        state_fn=lambda: {"wall_s": logger.wall_time(),
-                          "images_seen": int(keras.ops.convert_to_numpy(trainer.step)) * config["batch_size"]},
-    )
-    callbacks = [nan_guard, logger, checkpoints]
-    budget_cb = cb.TimeBudget(budget) if budget else None
-    if budget_cb:
-        callbacks.append(budget_cb)
-    if args.stop_at_step:
-        callbacks.append(cb.StopAtStep(args.stop_at_step))
-    if config["fid_every"]:
-        two_step = [config["sigma_max"], config["two_step_sigma"]]
-        callbacks.append(cb.FIDMonitor(
-            run_dir, config["fid_ref"] or config["data"], config["fid_every"], num=config["fid_num"],
-            sigmas={s: ([config["sigma_max"]] if s == 1 else two_step) for s in config["fid_steps"]},
-            logger=logger, ref_kwargs={"resize": config["resize"]},
-        ))
-    from keras_ict.backend_utils import training_replicas
-
-    replicas = training_replicas(trainer)
-    on_devices = f" over {replicas} replicas" if replicas > 1 else ""
-    print(f"training {config['preset']} on {keras.backend.backend()}: steps {step} -> {total}, batch {config['batch_size']}"
-          f"{on_devices}, run dir {run_dir}", flush=True)
-    trainer.fit(dataset, epochs=1, steps_per_epoch=total - step, shuffle=False, callbacks=callbacks, verbose=verbose)
-
-    step = int(keras.ops.convert_to_numpy(trainer.step))
-    if nan_guard.bad_step is not None:
-        last = latest_checkpoint(run_dir)
-        print(
-            f"keras-ict: error: the loss became NaN/Inf at step {nan_guard.bad_step}; training stopped. "
-            f"Last good checkpoint: {last if last else 'none'}",
-            file=sys.stderr,
-        )
+    result = train(args.preset, args.out, fresh=args.fresh, time_budget_s=budget, stop_at_step=args.stop_at_step,
+                   strategy=args.strategy, overrides=_overrides(args))
+    if not result.ok:
+        print(f"keras-ict: error: {result.message}", file=sys.stderr)
         return 1
-    if step < total:
-        reason = "time budget" if budget_cb and budget_cb.expired else "stop requested"
-        print(f"stopped at step {step} of {total} ({reason}); run the same command again to resume", flush=True)
-        return 0
-    final = final_outputs(logger.wall_time())
-    print(f"finished {step} steps; model in {final} (load with keras_ict.from_preset({str(final)!r}))", flush=True)
     return 0
 
 
@@ -330,18 +165,6 @@ def _parse_steps(text):
     return steps
 
 
-def _check_ref(ref):
-    path = Path(ref).expanduser()
-    if path.suffix == ".npz" and not path.exists():
-        raise UserError(f"--ref {ref}: file not found")
-    if path.exists() or ref.startswith("tfds:"):
-        return
-    from keras_ict.data import KNOWN_TFDS_NAMES
-
-    if ref not in KNOWN_TFDS_NAMES:
-        raise UserError(f"--ref {ref!r} is neither a statistics .npz, a dataset path nor a TFDS name (tfds:NAME)")
-
-
 def cmd_fid(args):
     select_backend(args.backend)
     if args.num < 2:
@@ -354,7 +177,9 @@ def cmd_fid(args):
     sigmas = parse_floats(args.sigmas, "--sigmas") if args.sigmas else None
     if args.out is not None and Path(args.out).suffix.lower() != ".json":
         raise UserError(f"--out must end in .json, got {Path(args.out).name!r}")
-    _check_ref(args.ref)
+    from keras_ict.evaluation import check_reference
+
+    check_reference(args.ref)
 
     from keras_ict.checkpoint import write_json
     from keras_ict.evaluation import compute_fid, resolve_sigmas

@@ -196,6 +196,19 @@ def reference_statistics(source, *, split="train", image_size=None, channels=Non
     return mu, sigma, dict(info, cached=False)
 
 
+def check_reference(ref, what="--ref"):
+    """ValueError / FileNotFoundError unless `ref` names statistics, a dataset path or a TFDS name (no work done)."""
+    path = Path(ref).expanduser()
+    if path.suffix == ".npz" and not path.exists():
+        raise FileNotFoundError(f"{what} {ref}: file not found")
+    if path.exists() or str(ref).startswith("tfds:"):
+        return
+    from keras_ict.data import KNOWN_TFDS_NAMES
+
+    if ref not in KNOWN_TFDS_NAMES:
+        raise ValueError(f"{what} {ref!r} is neither a statistics .npz, a dataset path nor a TFDS name (tfds:NAME)")
+
+
 def _is_statistics_file(path):
     try:
         with np.load(path, allow_pickle=False) as data:

@@ -1,0 +1,251 @@
+"""Train or resume a run folder: the library entry point behind `keras-ict train`.
+
+    import keras_ict
+    result = keras_ict.train("mnist", "runs/mnist", data="../shared/datasets/mnist.npz", steps=2000)
+    result.final            # RUN_DIR/final, load with keras_ict.from_preset(result.final)
+
+A run folder holds config.json (the resolved recipe), checkpoints/ (resumable, written atomically), log.csv,
+samples/, tensorboard/, fid.csv (with `fid_every`) and, once the last step is done, final/ (EMA weights, config,
+metadata, sample grids). Calling `train` again on the same folder resumes from its newest checkpoint, exactly
+(same batches, noise and dropout masks); only run-length fields (steps, logging, checkpoint cadence) may
+change between calls. Bad input raises ValueError / FileNotFoundError before any file is written.
+"""
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class TrainResult:
+    """What `train` did. `status`: "finished", "already finished", "stopped" (time budget or stop step: call
+    again to resume) or "non-finite loss" (training stopped at `bad_step`; checkpoints before it are intact)."""
+
+    run_dir: Path
+    status: str
+    step: int
+    total_steps: int
+    final: Path | None
+    trainer: object
+    message: str
+    bad_step: int | None = None
+
+    @property
+    def ok(self):
+        return self.status != "non-finite loss"
+
+
+def check_run_dir(run_dir, config, fresh):
+    """'new', 'fresh' or 'resume' for `run_dir`; ValueError if it holds something else or another recipe."""
+    from keras_ict.checkpoint import read_json
+    from keras_ict.presets import FIELD_DEFAULTS, RUN_LENGTH_FIELDS
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} exists and is not a directory")
+    if not config_path.is_file():
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not fresh:
+            raise ValueError(f"--out {run_dir} is not empty and is not a keras-ict run directory")
+        return "new"
+    if fresh:
+        return "fresh"
+    old = dict(FIELD_DEFAULTS, **read_json(config_path))
+    length_fields = set(RUN_LENGTH_FIELDS)
+    if old.get("curriculum_steps") is not None and old.get("curriculum_steps") == config.get("curriculum_steps"):
+        # With its own curriculum length, total_steps only says when to stop: the run can be extended.
+        length_fields.add("total_steps")
+    differing = sorted(k for k in set(old) | set(config) if k not in length_fields and old.get(k) != config.get(k))
+    if differing:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in differing[:6])
+        raise ValueError(
+            f"{run_dir} holds a run with a different config ({detail}); use another --out, or --fresh to start over"
+        )
+    return "resume"
+
+
+def check_data(config, model_shape):
+    """The data source's `dataset_info`, after checking it can feed a network of `model_shape` (H, W, C)."""
+    from keras_ict.data import dataset_info
+
+    info = dataset_info(config["data"])
+    height, width, channels = info["image_shape"]
+    res, want_channels = model_shape[0], model_shape[2]
+    # Grayscale and RGB convert into each other (repeat / luminance); other mismatches cannot be fed.
+    if channels != want_channels and not {channels, want_channels} <= {1, 3}:
+        raise ValueError(f"data has {channels} channels but the network expects {want_channels}")
+    if (height > res or width > res) and config["resize"] is None:
+        raise ValueError(f"data images are {height}x{width}, larger than the network's {res}x{res}; add --set resize=area")
+    if config["label_dim"] and info.get("num_classes") and info["num_classes"] > config["label_dim"]:
+        raise ValueError(f"data has {info['num_classes']} classes but the model has label_dim={config['label_dim']}")
+    if config["label_dim"] and not info.get("num_classes"):
+        raise ValueError("the preset is class-conditional but the data has no labels")
+    return info
+
+
+def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_rate=None, seed=None, fresh=False,
+          time_budget_s=None, stop_at_step=None, strategy=None, callbacks=(), verbose=None, overrides=None, **fields):
+    """Trains (or resumes) the run in `run_dir` with a recipe; returns a `TrainResult`.
+
+    Args:
+        recipe: a training recipe name (`keras_ict.presets.PRESETS`, e.g. "mnist", "cifar10") or a dict of
+            config fields with a "preset" entry naming the recipe it starts from (e.g. a run's config.json).
+        run_dir: the run folder (created; resumed when it holds a run of the same recipe).
+        data, steps, batch_size, learning_rate, seed: shortcuts for the config fields data, total_steps,
+            batch_size, learning_rate and seed; any other field as a keyword (e.g. s1=150) or in `overrides`
+            (a dict: field -> value, strings are parsed as `keras-ict train --set` parses them).
+        fresh: delete what `run_dir` holds and start over.
+        time_budget_s: stop cleanly (checkpoint written) after this many seconds; call again to resume.
+        stop_at_step: stop once the step counter reaches this.
+        strategy: a distribution strategy name of `keras_ict.backend_utils.STRATEGIES` for this backend.
+        callbacks: extra Keras callbacks for `fit`.
+        verbose: Keras' progress bar (default: when stdout is a terminal; otherwise one line per log interval).
+    """
+    import keras
+
+    from keras_ict.backend_utils import STRATEGIES
+    from keras_ict.presets import model_config, resolve_config
+
+    if isinstance(recipe, dict):
+        base = dict(recipe)
+        if "preset" not in base:
+            raise ValueError("a recipe given as a dict needs a 'preset' entry naming the recipe it starts from")
+        name = base.pop("preset")
+        base.pop("description", None)
+    else:
+        name, base = recipe, {}
+    changes = dict(base, **(overrides or {}), **fields)
+    for key, value in (("data", data), ("total_steps", steps), ("batch_size", batch_size),
+                       ("learning_rate", learning_rate), ("seed", seed)):
+        if value is not None:
+            changes[key] = value
+    config = resolve_config(name, changes)
+    run_dir = Path(run_dir)
+    if time_budget_s is not None and not float(time_budget_s) > 0:
+        raise ValueError(f"time budget must be positive, got {time_budget_s}")
+    if stop_at_step is not None and int(stop_at_step) < 1:
+        raise ValueError("--stop-at-step must be >= 1")
+    if strategy is not None and strategy not in STRATEGIES[keras.backend.backend()]:
+        raise ValueError(f"--strategy {strategy} is not available on the {keras.backend.backend()} backend")
+    mode = check_run_dir(run_dir, config, fresh)
+    cls_kwargs = model_config(config)["network"]["config"]
+    image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
+    info = check_data(config, image_shape)
+    if config["fid_every"] and config["fid_ref"]:
+        from keras_ict.evaluation import check_reference
+
+        check_reference(str(config["fid_ref"]), "fid_ref")
+
+    # Input is valid: from here on files are written.
+    from keras_ict import callbacks as cb
+    from keras_ict.backend_utils import distribution_scope, training_replicas
+    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final, write_json
+    from keras_ict.data import load_dataset
+    from keras_ict.presets import build_trainer
+    from keras_ict.sampling import generate
+
+    if mode == "fresh":
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.json").is_file() or mode == "resume":
+        write_json(run_dir / "config.json", config)  # on resume: only run-length fields can differ
+
+    checkpoint = latest_checkpoint(run_dir)
+    with distribution_scope(strategy):
+        if checkpoint is not None:
+            trainer, state = load_checkpoint(checkpoint)
+            print(f"resuming from {checkpoint} (step {state['step']})", flush=True)
+        else:
+            keras.utils.set_random_seed(config["seed"])
+            trainer, state = build_trainer(config), {"step": 0, "wall_s": 0.0}
+
+    def current_step():
+        return int(keras.ops.convert_to_numpy(trainer.step))
+
+    step, total = current_step(), config["total_steps"]
+    label_dim = config["label_dim"]
+    seeds = list(range(config["sample_count"]))
+    labels = [s % label_dim for s in seeds] if label_dim else None
+
+    def result(status, final=None, message="", bad_step=None):
+        return TrainResult(run_dir, status, current_step(), total, final, trainer, message, bad_step)
+
+    def final_outputs(wall_s):
+        meta = {
+            "preset": config["preset"],
+            "data": str(config["data"]),
+            "dataset_examples": info.get("num_examples"),
+            "steps": current_step(),
+            "images_seen": current_step() * config["batch_size"],
+            "wall_time_s": round(wall_s, 1),
+            "backend": keras.backend.backend(),
+            "keras": keras.__version__,
+            "machine": cb.os_machine(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        two_step = (config["sigma_max"], config["two_step_sigma"])
+        samples = {
+            "samples_1step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"],), labels=labels),
+            "samples_2step.png": generate(trainer.ema_model, seeds, sigmas=two_step, labels=labels),
+        }
+        return save_final(trainer, run_dir / "final", model_config(config), meta, samples)
+
+    if step >= total:
+        message = f"{run_dir} already finished {step} of {total} steps"
+        print(message, flush=True)
+        final = run_dir / "final"
+        if not (final / "model.weights.h5").is_file():
+            final = final_outputs(state.get("wall_s", 0.0))
+            print(f"wrote {final}")
+        return result("already finished", final, message)
+
+    dataset = load_dataset(
+        config["data"], image_size=image_shape[0], channels=image_shape[2], labels=bool(label_dim),
+        num_classes=label_dim or None, batch_size=config["batch_size"], seed=config["seed"], flip=config["flip"],
+        resize=config["resize"], skip_batches=step,
+    )
+    nan_guard = cb.StopOnNonFinite()
+    verbose = (1 if sys.stdout.isatty() else 0) if verbose is None else int(verbose)
+    logger = cb.StepLogger(run_dir, config["batch_size"], config["log_every"], wall_offset=state.get("wall_s", 0.0),
+                           print_rows=not verbose)
+    checkpoints = cb.CheckpointAndSample(
+        run_dir, config["checkpoint_every"], config["keep_checkpoints"], seeds, labels, logger, nan_guard,
+        state_fn=lambda: {"wall_s": logger.wall_time(), "images_seen": current_step() * config["batch_size"]},
+    )
+    fit_callbacks = [nan_guard, logger, checkpoints]
+    budget = cb.TimeBudget(time_budget_s) if time_budget_s else None
+    if budget:
+        fit_callbacks.append(budget)
+    if stop_at_step:
+        fit_callbacks.append(cb.StopAtStep(stop_at_step))
+    if config["fid_every"]:
+        two_step = [config["sigma_max"], config["two_step_sigma"]]
+        fit_callbacks.append(cb.FIDMonitor(
+            run_dir, config["fid_ref"] or config["data"], config["fid_every"], num=config["fid_num"],
+            sigmas={s: ([config["sigma_max"]] if s == 1 else two_step) for s in config["fid_steps"]},
+            logger=logger, ref_kwargs={"resize": config["resize"]},
+        ))
+    fit_callbacks += list(callbacks)
+    replicas = training_replicas(trainer)
+    on_devices = f" over {replicas} replicas" if replicas > 1 else ""
+    print(f"training {config['preset']} on {keras.backend.backend()}: steps {step} -> {total}, "
+          f"batch {config['batch_size']}{on_devices}, run dir {run_dir}", flush=True)
+    trainer.fit(dataset, epochs=1, steps_per_epoch=total - step, shuffle=False, callbacks=fit_callbacks, verbose=verbose)
+
+    step = current_step()
+    if nan_guard.bad_step is not None:
+        last = latest_checkpoint(run_dir)
+        message = (f"the loss became NaN/Inf at step {nan_guard.bad_step}; training stopped. "
+                   f"Last good checkpoint: {last if last else 'none'}")
+        return result("non-finite loss", None, message, nan_guard.bad_step)
+    if step < total:
+        reason = "time budget" if budget and budget.expired else "stop requested"
+        message = f"stopped at step {step} of {total} ({reason}); run the same command again to resume"
+        print(message, flush=True)
+        return result("stopped", None, message)
+    final = final_outputs(logger.wall_time())
+    message = f"finished {step} steps; model in {final} (load with keras_ict.from_preset({str(final)!r}))"
+    print(message, flush=True)
+    return result("finished", final, message)
