@@ -10,87 +10,22 @@ Every write goes to a temporary name first and is renamed into place, so a kill 
 previous checkpoint (and `latest`) intact.
 """
 
-import contextlib
-import hashlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-
-@contextlib.contextmanager
-def atomic_output(path, suffix=".tmp"):
-    """Yield a temp path beside `path`; on success it is renamed onto `path`, on failure removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path, text):
-    with atomic_output(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def write_json(path, data):
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _publish_dir(tmp_dir, final_dir):
-    """Rename a fully written temp folder into place, replacing an older one of the same name."""
-    final_dir = Path(final_dir)
-    if final_dir.exists():
-        old = final_dir.with_name(f".{final_dir.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final_dir, old)
-        os.replace(tmp_dir, final_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp_dir, final_dir)
-
-
-def remove_stale_temporaries(folder, prefixes):
-    """Delete temporary files/folders a killed writer left in `folder` (one writer per run is assumed)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for path in folder.iterdir():
-        if path.name.startswith(tuple(prefixes)):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return removed
+# The file helpers live in keras_ict.files; these names stay importable from here.
+from keras_ict.files import (  # noqa: F401
+    atomic_output,
+    atomic_write_bytes_npz,
+    atomic_write_text,
+    publish_dir,
+    read_json,
+    remove_stale_temporaries,
+    sha256_file,
+    write_json,
+)
 
 
 def save_checkpoint(trainer, run_dir, extra_state=None, keep=2):
@@ -165,16 +100,8 @@ def save_final(trainer, folder, model_cfg, metadata, samples=None):
                 save_image_grid(images, tmp / filename, ncols=8)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         write_json(tmp / "metadata.json", dict(metadata, files=files))
-        _publish_dir(tmp, folder)
+        publish_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def atomic_write_bytes_npz(path, **arrays):
-    """np.savez to a temp name in the target folder, then rename."""
-    import numpy as np
-
-    with atomic_output(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)

@@ -18,7 +18,6 @@ any data; inside an epoch only indices are skipped, except for streamed TFDS sou
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -27,6 +26,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from keras_ict.files import cache_root, sha256_file
 
 try:
     import tensorflow as tf
@@ -92,10 +93,7 @@ def batches_per_epoch(num_examples, batch_size, drop_remainder=True):
 
 def default_cache_dir():
     """Where archives are extracted: ``$KERAS_ICT_CACHE/datasets``, else ``~/.cache/keras_ict/datasets``."""
-    root = os.environ.get("KERAS_ICT_CACHE")
-    if root:
-        return Path(root).expanduser() / "datasets"
-    return Path.home() / ".cache" / "keras_ict" / "datasets"
+    return cache_root() / "datasets"
 
 
 def extract_archive(archive, cache_dir=None):
@@ -747,19 +745,7 @@ def _check_label_range(y, num_classes, origin):
 # Archives
 
 
-_HASHES = {}
-
-
-def _sha256(path, chunk=1 << 20):
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(chunk), b""):
-                digest.update(block)
-        _HASHES[memo] = digest.hexdigest()
-    return _HASHES[memo]
+_sha256 = sha256_file  # the name this module's callers use
 
 
 def _archive_stem(name):

@@ -321,16 +321,9 @@ def _versions():
 
 
 def _publish(tmp, out, overwrite):
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    from keras_ict.files import publish_dir
+
+    publish_dir(tmp, out, overwrite=overwrite)
 
 
 def _check_formats(formats):

@@ -22,7 +22,6 @@ itself does not resize.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import warnings
@@ -31,6 +30,8 @@ from pathlib import Path
 import keras
 import numpy as np
 from keras import layers
+
+from keras_ict.files import cache_root, sha256_file
 
 EXPECTED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 PT_NAME = "inception-2015-12-05-fid-trunk.pt"
@@ -55,17 +56,11 @@ def default_weights_path() -> Path:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("KERAS_ICT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "keras_ict"
-    return base / "fid"
+    """Converted Inception weights and reference statistics: ``$KERAS_ICT_CACHE/fid`` or ~/.cache/keras_ict/fid."""
+    return cache_root() / "fid"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file  # the name this module's callers use
 
 
 def _load_torchscript_state(path: Path) -> dict:

@@ -245,11 +245,14 @@ def network_config(config):
     return entry["class"], kwargs
 
 
+MODEL_FORMAT = "keras-ict-model/1"  # the version of a model folder's config.json (checked by keras_ict.zoo)
+
+
 def model_config(config):
     """What `keras_ict.from_preset` needs to rebuild the sampling model of a run (stored as final/config.json)."""
     cls, kwargs = network_config(config)
     return {
-        "format": "keras-ict-model/1",
+        "format": MODEL_FORMAT,
         "network": {"class": cls, "config": kwargs},
         "consistency_model": {k: config[k] for k in ("sigma_min", "sigma_max", "sigma_data")},
         "sampling": {"sigmas_1step": [config["sigma_max"]], "sigmas_2step": [config["sigma_max"], config["two_step_sigma"]]},
@@ -259,14 +262,11 @@ def model_config(config):
 
 
 def build_consistency_model(model_cfg, seed=None):
-    from keras_ict.networks import DhariwalUNet, SongUNet
+    from keras_ict.networks import network_class
     from keras_ict.parameterization import ConsistencyModel
 
-    classes = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
     net = model_cfg["network"]
-    if net["class"] not in classes:
-        raise ValueError(f"unknown network class {net['class']!r}")
-    network = classes[net["class"]](**net["config"], seed=seed)
+    network = network_class(net["class"])(**net["config"], seed=seed)
     return ConsistencyModel(network, **model_cfg["consistency_model"])
 
 

@@ -143,7 +143,7 @@ def save_image_grid(images, path, ncols=None):
     """Write a PNG grid of images ([-1, 1] floats or uint8); written to a temp name and renamed."""
     from PIL import Image
 
-    from keras_ict.checkpoint import atomic_output
+    from keras_ict.files import atomic_output
 
     grid = image_grid(images, ncols)
     mode_image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)

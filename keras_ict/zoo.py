@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 
 from keras_ict.checkpoint import read_json, sha256_file
-
-MODEL_FORMAT = "keras-ict-model/1"
+from keras_ict.presets import MODEL_FORMAT
 
 
 def zoo_dir():

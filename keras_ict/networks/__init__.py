@@ -1,5 +1,6 @@
 """EDM-style U-Nets (DDPM++ / NCSN++ `SongUNet`, ADM `DhariwalUNet`) in Keras 3, channels-last."""
 
+from .classes import NETWORK_CLASSES, network_class
 from .dhariwal_unet import DhariwalUNet
 from .edm_import import EDM_CLASSES, edm_state_dict, from_edm_config, load_edm_state_dict
 from .layers import (
@@ -22,6 +23,7 @@ __all__ = [
     "FourierEmbedding",
     "GroupNorm",
     "LabelDropout",
+    "NETWORK_CLASSES",
     "Linear",
     "NETWORK_PRESETS",
     "PositionalEmbedding",
@@ -31,5 +33,6 @@ __all__ = [
     "edm_state_dict",
     "from_edm_config",
     "load_edm_state_dict",
+    "network_class",
     "network_from_preset",
 ]

@@ -15,12 +15,11 @@ import keras
 import numpy as np
 
 from ._base import UNetBase
-from .dhariwal_unet import DhariwalUNet
-from .song_unet import SongUNet
+from .classes import NETWORK_CLASSES
 
 __all__ = ["EDM_CLASSES", "edm_state_dict", "from_edm_config", "load_edm_state_dict"]
 
-EDM_CLASSES = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
+EDM_CLASSES = NETWORK_CLASSES  # EDM's class names are ours
 
 # Constructor arguments that are Keras-side extensions, not EDM keyword arguments.
 _EXTENSIONS = ("fourier_scale", "seed", "dtype", "kwargs", "self")

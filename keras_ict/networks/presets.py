@@ -2,8 +2,7 @@
 
 import copy
 
-from .dhariwal_unet import DhariwalUNet
-from .song_unet import SongUNet
+from .classes import network_class
 
 __all__ = ["NETWORK_PRESETS", "network_from_preset"]
 
@@ -96,9 +95,6 @@ NETWORK_PRESETS = {
     },
 }
 
-_CLASSES = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
-
-
 def network_from_preset(name, **overrides):
     """Builds the preset network `name`; keyword arguments override its config entries."""
     if name not in NETWORK_PRESETS:
@@ -106,4 +102,4 @@ def network_from_preset(name, **overrides):
     preset = NETWORK_PRESETS[name]
     config = copy.deepcopy(preset["config"])
     config.update(overrides)
-    return _CLASSES[preset["class"]](**config)
+    return network_class(preset["class"])(**config)
