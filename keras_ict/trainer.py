@@ -178,6 +178,12 @@ class ConsistencyTrainer(keras.Model):
         self._batch_mean = _BatchMean()
         self.built = True  # every weight exists now (call() creates none), so saving before fit is complete
 
+    @property
+    def student(self):
+        """The consistency model being trained (Keras' Distiller calls it the student). It is stored as `model`,
+        the attribute name saved checkpoints use, which stays as an alias."""
+        return self.model
+
     def call(self, inputs, training=False):
         # The trainer is not a predictor: its work happens in compute_loss. Sample with `ema_model`.
         return inputs
