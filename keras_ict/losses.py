@@ -4,13 +4,15 @@ import math
 
 from keras import ops
 
+from keras_ict.paper import HUBER_C_PER_SQRT_DIM
+
 
 def pseudo_huber_c(image_shape):
     """c = 0.00054 sqrt(d) for d = prod(image_shape) (0.03 for 32x32x3, 0.06 for 64x64x3)."""
     dim = math.prod(int(s) for s in image_shape)
     if dim <= 0:
         raise ValueError(f"image_shape must have positive dimensions, got {tuple(image_shape)}")
-    return 0.00054 * math.sqrt(dim)
+    return HUBER_C_PER_SQRT_DIM * math.sqrt(dim)
 
 
 def pseudo_huber(a, b, c):

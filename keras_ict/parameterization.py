@@ -14,9 +14,10 @@ import numpy as np
 from keras import ops
 
 from keras_ict.backend_utils import concrete_value
+from keras_ict.paper import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
 
 
-def scalings(sigma, sigma_min=0.002, sigma_data=0.5):
+def scalings(sigma, sigma_min=SIGMA_MIN, sigma_data=SIGMA_DATA):
     """(c_skip, c_out, c_in) for sigma; works on NumPy (float64) and tensors."""
     if ops.is_tensor(sigma):
         sq = ops.sqrt
@@ -60,7 +61,8 @@ class ConsistencyModel(keras.Model):
             embedding (1 for Fourier, 1000 for positional).
     """
 
-    def __init__(self, network, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, noise_label_scale=None, **kwargs):
+    def __init__(self, network, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, sigma_data=SIGMA_DATA, noise_label_scale=None,
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not 0 < sigma_min < sigma_max:

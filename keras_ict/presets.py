@@ -9,6 +9,8 @@ Every field of a preset can be overridden (`resolve_config(name, {"batch_size": 
 import copy
 import json
 
+from keras_ict import paper
+
 # Fields shared by every recipe; the paper's values where it states them (Song & Dhariwal 2024, Sec. 3-5).
 _COMMON = {
     "description": "",
@@ -24,25 +26,21 @@ _COMMON = {
     "lr_warmup_steps": 0,  # > 0: linear warm-up to learning_rate over this many steps (not in the paper)
     "optimizer": "radam",
     "total_steps": 400_000,
-    "ema_decay": 0.99993,
+    "ema_decay": paper.EMA_DECAY,
     "huber_c": None,  # None: 0.00054 sqrt(H W C)
-    "s0": 10,
-    "s1": 1280,
+    "s0": paper.S0,
+    "s1": paper.S1,
     "curriculum_steps": None,  # K of the curriculum's K' = floor(K / (log2 floor(s1/s0) + 1)); None: total_steps
-    "p_mean": -1.1,
-    "p_std": 2.0,
-    "rho": 7.0,
-    "sigma_min": 0.002,
-    "sigma_max": 80.0,
-    "sigma_data": 0.5,
-    "two_step_sigma": 0.821,
+    "p_mean": paper.P_MEAN,
+    "p_std": paper.P_STD,
+    "rho": paper.RHO,
+    "sigma_min": paper.SIGMA_MIN,
+    "sigma_max": paper.SIGMA_MAX,
+    "sigma_data": paper.SIGMA_DATA,
+    "two_step_sigma": paper.TWO_STEP_SIGMA_CIFAR10,
     # Original-CT switches for ablations (see ConsistencyTrainer); the defaults are iCT.
-    "distance": "pseudo_huber",
-    "weighting": "reciprocal",
-    "index_distribution": "lognormal",
-    "curriculum": "exponential",
-    "teacher": "student",
-    "teacher_mu0": 0.9,
+    **{switch: values[0] for switch, values in paper.TRAINER_SWITCHES.items()},
+    "teacher_mu0": paper.TEACHER_MU0,
     "seed": 0,
     "log_every": 100,
     "checkpoint_every": 5000,
@@ -78,7 +76,7 @@ PRESETS = {
         total_steps=800_000,
         ema_decay=0.99997,
         huber_c=0.06,
-        two_step_sigma=1.526,
+        two_step_sigma=paper.TWO_STEP_SIGMA_IMAGENET64,
     ),
 }
 
@@ -222,9 +220,7 @@ def _validate(config):
         raise ValueError(f"label_dim must be >= 0, got {config['label_dim']}")
     if config["optimizer"] not in ("radam", "adam"):
         raise ValueError(f"optimizer must be 'radam' or 'adam', got {config['optimizer']!r}")
-    for key, allowed in (("distance", ("pseudo_huber", "l2")), ("weighting", ("reciprocal", "uniform")),
-                         ("index_distribution", ("lognormal", "uniform")), ("curriculum", ("exponential", "ct")),
-                         ("teacher", ("student", "ema"))):
+    for key, allowed in paper.TRAINER_SWITCHES.items():
         if config[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
     if not 0 < config["teacher_mu0"] < 1:
@@ -289,11 +285,7 @@ def build_trainer(config):
         huber_c=config["huber_c"],
         ema_decay=config["ema_decay"],
         seed=config["seed"],
-        distance=config["distance"],
-        weighting=config["weighting"],
-        index_distribution=config["index_distribution"],
-        curriculum=config["curriculum"],
-        teacher=config["teacher"],
+        **{switch: config[switch] for switch in paper.TRAINER_SWITCHES},
         teacher_mu0=config["teacher_mu0"],
         curriculum_steps=config["curriculum_steps"],
     )

@@ -15,13 +15,7 @@ import math
 import numpy as np
 from keras import ops
 
-SIGMA_MIN = 0.002
-SIGMA_MAX = 80.0
-RHO = 7.0
-P_MEAN = -1.1
-P_STD = 2.0
-S0 = 10
-S1 = 1280
+from keras_ict.paper import P_MEAN, P_STD, RHO, S0, S1, SIGMA_MAX, SIGMA_MIN  # noqa: F401  (defaults, re-exported)
 
 _erf64 = np.vectorize(math.erf, otypes=[np.float64])
 

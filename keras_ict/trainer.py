@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ict import backend_utils, losses, schedules
+from keras_ict import backend_utils, losses, paper, schedules
 from keras_ict.backend_utils import num_replicas, replica_id
 from keras_ict.parameterization import ConsistencyModel
 
@@ -103,27 +103,23 @@ class ConsistencyTrainer(keras.Model):
         p_std=schedules.P_STD,
         rho=schedules.RHO,
         huber_c=None,
-        ema_decay=0.99993,
+        ema_decay=paper.EMA_DECAY,
         seed=None,
         distance="pseudo_huber",
         weighting="reciprocal",
         index_distribution="lognormal",
         curriculum="exponential",
         teacher="student",
-        teacher_mu0=0.9,
+        teacher_mu0=paper.TEACHER_MU0,
         curriculum_steps=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value, allowed in (
-            ("distance", distance, ("pseudo_huber", "l2")),
-            ("weighting", weighting, ("reciprocal", "uniform")),
-            ("index_distribution", index_distribution, ("lognormal", "uniform")),
-            ("curriculum", curriculum, ("exponential", "ct")),
-            ("teacher", teacher, ("student", "ema")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        chosen = dict(distance=distance, weighting=weighting, index_distribution=index_distribution,
+                      curriculum=curriculum, teacher=teacher)
+        for name, allowed in paper.TRAINER_SWITCHES.items():
+            if chosen[name] not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {chosen[name]!r}")
         if not 0.0 < teacher_mu0 < 1.0:
             raise ValueError(f"teacher_mu0 must be in (0, 1), got {teacher_mu0}")
         self.distance, self.weighting, self.index_distribution = distance, weighting, index_distribution

@@ -45,3 +45,23 @@ def test_build_trainer_from_cpu_preset():
     assert trainer.total_steps == 5000 and trainer.ema_decay == 0.999
     assert type(trainer.optimizer).__name__ == "RAdam"
     assert trainer.model.network.get_config()["dropout"] == 0.1
+
+
+def test_paper_values_have_one_home():
+    import inspect
+
+    from keras_ict import paper, schedules
+    from keras_ict.parameterization import ConsistencyModel
+    from keras_ict.trainer import ConsistencyTrainer
+
+    trainer_defaults = {k: v.default for k, v in inspect.signature(ConsistencyTrainer).parameters.items()}
+    model_defaults = {k: v.default for k, v in inspect.signature(ConsistencyModel).parameters.items()}
+    assert (schedules.S0, schedules.S1, schedules.P_MEAN, schedules.P_STD) == (10, 1280, -1.1, 2.0)
+    assert (model_defaults["sigma_min"], model_defaults["sigma_max"], model_defaults["sigma_data"]) == (0.002, 80.0, 0.5)
+    assert trainer_defaults["ema_decay"] == paper.EMA_DECAY == 0.99993
+    cifar = presets.resolve_config("cifar10")
+    for switch, allowed in paper.TRAINER_SWITCHES.items():
+        assert trainer_defaults[switch] == cifar[switch] == allowed[0]  # iCT's value first
+        with pytest.raises(ValueError, match=f"{switch} must be one of"):
+            presets.resolve_config("cifar10", {switch: "no-such-value"})
+    assert (cifar["two_step_sigma"], presets.resolve_config("imagenet64")["two_step_sigma"]) == (0.821, 1.526)
