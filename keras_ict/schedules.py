@@ -104,6 +104,11 @@ def curriculum_stage(step, total_steps, s0=S0, s1=S1):
     return min(int(step) // interval, last)
 
 
+def stage_num_scales(s0=S0, s1=S1):
+    """N of every curriculum stage: [min(s0 2^stage, s1) + 1 for each stage] (the rows of the noise tables)."""
+    return [min(s0 * 2**stage, s1) + 1 for stage in range(num_curriculum_stages(s0, s1))]
+
+
 def num_discretization_steps(step, total_steps, s0=S0, s1=S1):
     """N(k) = min(s0 * 2^floor(k/K'), s1) + 1: the number of noise levels (so N - 1 intervals) at step k."""
     stage = curriculum_stage(step, total_steps, s0, s1)
@@ -175,7 +180,8 @@ def noise_tables(num_scales, s1, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=R
     return np.stack(sigma_rows), np.stack(logp_rows)
 
 
-def curriculum_tables(s0=S0, s1=S1, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO, p_mean=P_MEAN, p_std=P_STD):
+def curriculum_tables(s0=S0, s1=S1, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO, p_mean=P_MEAN, p_std=P_STD,
+                      index_distribution="lognormal"):
     """Per-stage sigma grids and index log-probabilities, computed once in float64.
 
     Returns (sigmas, log_probs): sigmas has shape (stages, s1 + 1), padded with sigma_max; log_probs has
@@ -183,5 +189,4 @@ def curriculum_tables(s0=S0, s1=S1, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rh
     an index from it, so the float32 step never re-derives erf differences (which lose precision in
     float32 at the tails).
     """
-    stages = num_curriculum_stages(s0, s1)
-    return noise_tables([min(s0 * 2**stage, s1) + 1 for stage in range(stages)], s1, sigma_min, sigma_max, rho, p_mean, p_std)
+    return noise_tables(stage_num_scales(s0, s1), s1, sigma_min, sigma_max, rho, p_mean, p_std, index_distribution)

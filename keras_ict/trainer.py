@@ -139,14 +139,13 @@ class ConsistencyTrainer(keras.Model):
         self.ema_decay = float(ema_decay)
         self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
 
-        if self.curriculum == "exponential":
-            rows = [min(self.s0 * 2**k, self.s1) + 1 for k in range(schedules.num_curriculum_stages(self.s0, self.s1))]
-        else:
-            rows = list(range(self.s0 + 1, self.s1 + 2))  # one row per N value of the CT schedule
-        sigma_table, logp_table = schedules.noise_tables(
-            rows, self.s1, consistency_model.sigma_min, consistency_model.sigma_max, self.rho, self.p_mean,
-            self.p_std, index_distribution=self.index_distribution,
-        )
+        grid = (consistency_model.sigma_min, consistency_model.sigma_max, self.rho, self.p_mean, self.p_std)
+        if self.curriculum == "exponential":  # one row per stage of N(k)
+            sigma_table, logp_table = schedules.curriculum_tables(
+                self.s0, self.s1, *grid, index_distribution=self.index_distribution)
+        else:  # one row per N value of the CT schedule
+            sigma_table, logp_table = schedules.noise_tables(
+                list(range(self.s0 + 1, self.s1 + 2)), self.s1, *grid, index_distribution=self.index_distribution)
         self._sigma_table = sigma_table.astype("float32")
         # -inf rows would turn into NaN in some backends' categorical samplers; -1e30 has probability 0 too.
         self._logp_table = np.maximum(logp_table, -1e30).astype("float32")
@@ -204,7 +203,7 @@ class ConsistencyTrainer(keras.Model):
             num_scales = schedules.ct_num_discretization_steps(self.step.value, self.curriculum_steps, self.s0, self.s1)
             return num_scales - (self.s0 + 1), num_scales
         stage = schedules.curriculum_stage(self.step.value, self.curriculum_steps, self.s0, self.s1)
-        return stage, ops.minimum(self.s0 * ops.power(2, ops.cast(stage, "int32")), self.s1) + 1
+        return stage, schedules.num_discretization_steps(self.step.value, self.curriculum_steps, self.s0, self.s1)
 
     def sample_noise_levels(self, batch_size):
         """(sigma_i, sigma_{i+1}, N) for one batch at the current step, using the trainer's noise stream."""
