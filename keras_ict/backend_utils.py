@@ -135,10 +135,10 @@ def separable_fir_resampling():
     """Whether the networks' FIR up/down-sampling should run in separable slice-and-add form.
 
     True on JAX, where XLA (CPU) runs the backward pass of the depthwise convolutions that the FIR
-    resampling otherwise uses as slow generic kernels: for one (16, 32, 32, 32) [1, 3, 3, 1] FIR downsample,
-    forward + backward, about 1-2 ms in separable form vs 60-90 ms as a depthwise convolution. On TensorFlow
-    (oneDNN) and torch the depthwise convolution is the faster of the two (TF's strided-slice and slice
-    gradients are slow). Both forms compute the same function (tests/test_fir.py).
+    resampling otherwise uses as slow generic kernels, so the separable form is much faster there. On
+    TensorFlow (oneDNN) and torch the depthwise convolution is the faster of the two (TF's strided-slice and
+    slice gradients are slow). Timings: `benchmarks/fir_resample.py` and BUILD_NOTES.md ("Speed"). Both forms
+    compute the same function (tests/test_fir.py).
     """
     return keras.backend.backend() == "jax"
 
@@ -203,9 +203,8 @@ def torch_group_norm_nhwc(x, groups, gamma, beta, eps):
 def torch_multi_tensor_optimizer():
     """Whether RAdam updates all variables at once with torch's multi-tensor (`_foreach`) kernels.
 
-    Its per-variable `update_step` costs about 25 small ops per variable: 54 ms of a 0.74 s train step for
-    a small NCSN++ (204 variables) on the 2-core CPU, against a few ms for the multi-tensor form (which is
-    what Keras' own torch Adam/AdamW and `torch.optim.RAdam` do).
+    Its per-variable `update_step` costs about 25 small ops per variable, several times the multi-tensor form
+    (which is what Keras' own torch Adam/AdamW and `torch.optim.RAdam` do); measured in BUILD_NOTES.md ("Speed").
     """
     return keras.backend.backend() == "torch"
 

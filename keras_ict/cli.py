@@ -261,7 +261,7 @@ def cmd_export(args):
         raise UserError(f"--out {out} exists; add --overwrite to replace it")
     model = Path(args.model)
     if not (model.is_dir() or (model.suffix == ".keras" and model.is_file())):
-        from keras_ict.zoo import list as zoo_list
+        from keras_ict.zoo import available as zoo_list
 
         if args.model not in zoo_list():
             raise UserError(f"--model {args.model!r} is neither a model folder, a .keras file nor a zoo entry")

@@ -17,12 +17,15 @@ def zoo_dir():
     return Path(os.environ.get("KERAS_ICT_ZOO", Path(__file__).resolve().parents[1] / "zoo"))
 
 
-def list():  # noqa: A001  (the public name the project fixes: keras_ict.zoo.list())
-    """Names of the zoo entries available locally."""
+def available():
+    """Names of the zoo entries available locally (also `keras_ict.zoo.list()`, the name first published)."""
     root = zoo_dir()
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
+list = available  # noqa: A001  (the public name the project fixed first; shadows the builtin inside this module only)
 
 
 def _resolve(name_or_path):
@@ -32,7 +35,7 @@ def _resolve(name_or_path):
     candidate = zoo_dir() / str(name_or_path)
     if candidate.is_dir():
         return candidate
-    available = list()
+    names = available()
     if not zoo_dir().is_dir():
         where = "$KERAS_ICT_ZOO" if os.environ.get("KERAS_ICT_ZOO") else "the default zoo folder"
         raise FileNotFoundError(
@@ -41,7 +44,7 @@ def _resolve(name_or_path):
         )
     raise FileNotFoundError(
         f"no model folder or zoo entry named {str(name_or_path)!r} in {zoo_dir()}"
-        + (f"; zoo entries: {', '.join(available)}" if available else "")
+        + (f"; zoo entries: {', '.join(names)}" if names else "")
     )
 
 

@@ -11,7 +11,7 @@ from keras_ict import zoo
 from keras_ict.cli import main
 from keras_ict.sampling import generate, seed_noise
 
-ENTRIES = zoo.list()
+ENTRIES = zoo.available()
 
 
 @pytest.mark.backend_independent
