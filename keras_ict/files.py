@@ -12,6 +12,42 @@ import shutil
 import tempfile
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; folders are then not guarded
+    fcntl = None
+
+LOCK_NAME = ".keras-ict.lock"
+
+
+class FolderBusyError(ValueError):
+    """Another live process holds the folder's lock (a ValueError: the CLI reports it in one line)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Holds an exclusive advisory lock on `folder` (created if missing) while the block runs; raises
+    FolderBusyError at once if another live process holds it. The lock dies with its process, so a killed
+    writer never leaves a stale lock behind; the lock file itself stays (it is empty but for the holder's pid)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                raise FolderBusyError(f"{folder} is in use by another live process (pid {holder}); wait for it to "
+                                      "finish or use another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
 
 @contextlib.contextmanager
 def atomic_output(path, suffix=".tmp"):

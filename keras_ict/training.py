@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from keras_ict.files import LOCK_NAME
+
 
 @dataclass
 class TrainResult:
@@ -47,7 +49,7 @@ def check_run_dir(run_dir, config, fresh):
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--out {run_dir} exists and is not a directory")
     if not config_path.is_file():
-        if run_dir.is_dir() and any(run_dir.iterdir()) and not fresh:
+        if run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()) and not fresh:
             raise ValueError(f"--out {run_dir} is not empty and is not a keras-ict run directory")
         return "new"
     if fresh:
@@ -138,17 +140,29 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
 
         check_reference(str(config["fid_ref"]), "fid_ref")
 
-    # Input is valid: from here on files are written.
+    # Input is valid: from here on files are written, by this process alone.
+    from keras_ict.files import folder_lock
+
+    with folder_lock(run_dir):
+        return _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
+                                callbacks, verbose)
+
+
+def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
+                     verbose):
+    import keras
+
     from keras_ict import callbacks as cb
     from keras_ict.backend_utils import distribution_scope, training_replicas
     from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final, write_json
     from keras_ict.data import load_dataset
-    from keras_ict.presets import build_trainer
+    from keras_ict.presets import build_trainer, model_config
     from keras_ict.sampling import generate
 
     if mode == "fresh":
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        for path in run_dir.iterdir():
+            if path.name != LOCK_NAME:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     if not (run_dir / "config.json").is_file() or mode == "resume":
         write_json(run_dir / "config.json", config)  # on resume: only run-length fields can differ
 

@@ -66,3 +66,21 @@ def test_train_rejects_bad_input_before_writing(tmp_path, shared_dir):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             keras_ict.train(recipe, run, data=str(data), **kwargs)
         assert not run.exists(), kwargs
+
+
+@pytest.mark.backend_independent
+def test_a_second_live_training_on_the_same_folder_refuses(tmp_path, shared_dir):
+    """The folder lock: while one process trains in a run folder, another `train` on it stops before writing."""
+    from keras_ict.files import LOCK_NAME, FolderBusyError, folder_lock
+
+    data = shared_dir / "datasets" / "mnist_small.npz"
+    run = tmp_path / "run"
+    with folder_lock(run):  # stands for a live training (flock conflicts between open files, even in one process)
+        with pytest.raises(FolderBusyError, match=r"in use by another live process \(pid \d+\)"):
+            keras_ict.train("mnist", run, **_tiny(data, 2))
+        cli = run_cli(tiny_args(data, run, "--steps", "2"))
+        assert cli.returncode == 2 and "in use by another live process" in cli.stderr
+        assert len(cli.stderr.strip().splitlines()) == 1
+        assert [p.name for p in run.iterdir()] == [LOCK_NAME]
+    # Once the holder is gone (a killed process releases its lock too) the folder trains normally.
+    assert keras_ict.train("mnist", run, stop_at_step=1, **_tiny(data, 2)).status == "stopped"
