@@ -38,7 +38,7 @@ def model_folder(args, scratch):
         return Path(args.model)
     import keras
 
-    from keras_ict.checkpoint import write_json
+    from keras_ict.files import write_json
     from keras_ict.presets import build_consistency_model, model_config, resolve_config
 
     config = model_config(resolve_config(args.preset))

@@ -147,7 +147,7 @@ def cmd_sample(args):
     if out.suffix.lower() == ".png":
         save_image_grid(images, out, ncols=args.ncols)
     else:
-        from keras_ict.checkpoint import atomic_write_bytes_npz
+        from keras_ict.files import atomic_write_bytes_npz
 
         atomic_write_bytes_npz(out, images=to_uint8(images), seeds=np.asarray(seeds), sigmas=np.asarray(sigmas),
                                labels=np.asarray(labels if labels is not None else []))
@@ -181,8 +181,8 @@ def cmd_fid(args):
 
     check_reference(args.ref)
 
-    from keras_ict.checkpoint import write_json
     from keras_ict.evaluation import compute_fid, resolve_sigmas
+    from keras_ict.files import write_json
     from keras_ict.zoo import from_preset
 
     model = from_preset(args.model)

@@ -150,7 +150,7 @@ def train_judge(data, out, *, epochs=2, seed=0, batch_size=128):
     import keras
 
     from keras_ict import fid
-    from keras_ict.checkpoint import atomic_write_bytes_npz, sha256_file
+    from keras_ict.files import atomic_write_bytes_npz, sha256_file
 
     data, out = Path(data), Path(out)
     if not data.is_file():

@@ -362,7 +362,7 @@ def export(model, out_dir, formats=FORMATS, two_step_sigma=None, overwrite=False
         endpoint([verification_inputs(name, image_shape, cm.conditional, cm.label_dim, batch=1)[n] for n, _, _ in specs[name]])
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    from keras_ict.checkpoint import remove_stale_temporaries
+    from keras_ict.files import remove_stale_temporaries
 
     remove_stale_temporaries(out.parent, (f".{out.name}.",))  # left by a killed export of the same folder
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -41,7 +41,7 @@ class TrainResult:
 
 def check_run_dir(run_dir, config, fresh):
     """'new', 'fresh' or 'resume' for `run_dir`; ValueError if it holds something else or another recipe."""
-    from keras_ict.checkpoint import read_json
+    from keras_ict.files import read_json
     from keras_ict.presets import FIELD_DEFAULTS, RUN_LENGTH_FIELDS
 
     run_dir = Path(run_dir)
@@ -154,8 +154,9 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
 
     from keras_ict import callbacks as cb
     from keras_ict.backend_utils import distribution_scope, training_replicas
-    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final, write_json
+    from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final
     from keras_ict.data import load_dataset
+    from keras_ict.files import write_json
     from keras_ict.presets import build_trainer, model_config
     from keras_ict.sampling import generate
 

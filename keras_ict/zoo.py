@@ -8,7 +8,7 @@ refuses a changed file.
 import os
 from pathlib import Path
 
-from keras_ict.checkpoint import read_json, sha256_file
+from keras_ict.files import read_json, sha256_file
 from keras_ict.presets import MODEL_FORMAT
 
 

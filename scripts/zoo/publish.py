@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def files_with_digests(folder):
-    from keras_ict.checkpoint import sha256_file
+    from keras_ict.files import sha256_file
 
     return {
         str(p.relative_to(folder)): sha256_file(p)
@@ -115,9 +115,9 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_ict.checkpoint import _publish_dir, read_json, sha256_file, write_json
     from keras_ict.evaluation import compute_fid
     from keras_ict.export import export
+    from keras_ict.files import publish_dir, read_json, sha256_file, write_json
     from keras_ict.zoo import from_preset
 
     final = Path(args.run) / "final"
@@ -190,7 +190,7 @@ def main(argv=None):
         (tmp / "README.md").write_text(card(args.name, meta, export_report))
         write_json(tmp / "metadata.json", dict(meta, files=files_with_digests(tmp)))
         os.chmod(tmp, 0o755)
-        _publish_dir(tmp, zoo / args.name)
+        publish_dir(tmp, zoo / args.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     from_preset(zoo / args.name)  # the published entry loads and verifies
