@@ -27,6 +27,7 @@ _COMMON = {
     "optimizer": "radam",
     "total_steps": 400_000,
     "ema_decay": paper.EMA_DECAY,
+    "ema_warmup": False,  # True: decay min(ema_decay, (1 + k) / (10 + k)) at step k (not in the paper)
     "huber_c": None,  # None: 0.00054 sqrt(H W C)
     "s0": paper.S0,
     "s1": paper.S1,
@@ -135,7 +136,7 @@ RUN_LENGTH_FIELDS = (
 FIELD_DEFAULTS = {
     k: _COMMON[k]
     for k in ("distance", "weighting", "index_distribution", "curriculum", "teacher", "teacher_mu0", "lr_warmup_steps",
-              "curriculum_steps")
+              "curriculum_steps", "ema_warmup")
 }
 
 
@@ -288,6 +289,7 @@ def build_trainer(config):
         **{switch: config[switch] for switch in paper.TRAINER_SWITCHES},
         teacher_mu0=config["teacher_mu0"],
         curriculum_steps=config["curriculum_steps"],
+        ema_warmup=config["ema_warmup"],
     )
     rate = config["learning_rate"]
     if config["lr_warmup_steps"]:

@@ -77,6 +77,9 @@ class ConsistencyTrainer(keras.Model):
         rho: Karras schedule exponent (7).
         huber_c: pseudo-Huber c; None means 0.00054 sqrt(H W C).
         ema_decay: EMA rate of `ema_model` (0.99993 for CIFAR-10 in the paper).
+        ema_warmup: False (the paper: the rate is `ema_decay` from the first step) or True: min(ema_decay,
+            (1 + k) / (10 + k)) at step k (TensorFlow's `num_updates` form), so the EMA forgets the random
+            initialisation quickly in short runs and reaches `ema_decay` later (0.999 at k ~ 9,000).
         seed: seed of the trainer's noise stream (index and z sampling); None draws one and records it in
             the config so a reloaded trainer continues the same stream.
 
@@ -112,6 +115,7 @@ class ConsistencyTrainer(keras.Model):
         teacher="student",
         teacher_mu0=paper.TEACHER_MU0,
         curriculum_steps=None,
+        ema_warmup=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -136,7 +140,7 @@ class ConsistencyTrainer(keras.Model):
         self.huber_c = float(losses.pseudo_huber_c(consistency_model.image_shape) if huber_c is None else huber_c)
         if self.huber_c <= 0:
             raise ValueError(f"huber_c must be positive, got {self.huber_c}")
-        self.ema_decay = float(ema_decay)
+        self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
         self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
 
         grid = (consistency_model.sigma_min, consistency_model.sigma_max, self.rho, self.p_mean, self.p_std)
@@ -270,6 +274,9 @@ class ConsistencyTrainer(keras.Model):
     def update_ema(self):
         """ema <- ema + (1 - decay) (theta - ema) for every trainable weight of the student."""
         rate = 1.0 - self.ema_decay
+        if self.ema_warmup:
+            step = ops.cast(self.step.value, "float32")
+            rate = 1.0 - ops.minimum(ops.convert_to_tensor(self.ema_decay, "float32"), (1.0 + step) / (10.0 + step))
         for ema, weight in self._ema_pairs:
             ema.assign(ema + rate * (ops.stop_gradient(ops.cast(weight.value, ema.dtype)) - ema))
 
@@ -338,6 +345,7 @@ class ConsistencyTrainer(keras.Model):
                 "teacher": self.teacher,
                 "teacher_mu0": self.teacher_mu0,
                 "curriculum_steps": self.curriculum_steps,
+                "ema_warmup": self.ema_warmup,
             }
         )
         return config

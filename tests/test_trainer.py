@@ -147,6 +147,27 @@ def test_ema_update_follows_formula_and_never_overwrites_student():
     assert any(not np.allclose(a, b) for a, b in zip(weights_of(trainer.model), weights_of(trainer.ema_model)))
 
 
+def test_ema_warmup_uses_the_growing_decay_then_the_fixed_one():
+    """ema_warmup: decay min(ema_decay, (1 + k) / (10 + k)) at step k (k = the step the update starts from)."""
+    trainer = make_trainer(ema_decay=0.5, ema_warmup=True)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = images(8)
+    for step in range(3):  # decays 0.1, 2/11, 0.25; then 0.5 (fixed) from k = 8 on
+        trainer.ema_model.set_weights([w * 0.5 for w in trainer.model.get_weights()])
+        ema_before, student_before = weights_of(trainer.ema_model), weights_of(trainer.model)
+        trainer.fit(x, batch_size=8, epochs=1, verbose=0)
+        decay = (1 + step) / (10 + step)
+        for e0, s0, e1 in zip(ema_before, student_before, weights_of(trainer.ema_model)):
+            np.testing.assert_allclose(e1, e0 + (1 - decay) * (s0 - e0), rtol=1e-5, atol=1e-6)
+    trainer.step.assign(20)
+    trainer.ema_model.set_weights([w * 0.5 for w in trainer.model.get_weights()])
+    ema_before, student_before = weights_of(trainer.ema_model), weights_of(trainer.model)
+    trainer.fit(x, batch_size=8, epochs=1, verbose=0)
+    for e0, s0, e1 in zip(ema_before, student_before, weights_of(trainer.ema_model)):
+        np.testing.assert_allclose(e1, e0 + 0.5 * (s0 - e0), rtol=1e-5, atol=1e-6)
+    assert ConsistencyTrainer.from_config(trainer.get_config()).ema_warmup is True
+
+
 def test_loss_falls_when_overfitting_one_batch():
     keras.utils.set_random_seed(0)
     model = ConsistencyModel(small_songunet(seed=0))
