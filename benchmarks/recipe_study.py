@@ -67,6 +67,7 @@ VARIANTS = {
     "batch64": ({"batch_size": 64}, "batch 64 (half the steps)"),
     "batch128": ({"batch_size": 128}, "batch 128 (a quarter of the steps)"),
     "ema0.9999": ({"ema_decay": 0.9999}, "EMA 0.9999"),
+    "ema-warmup": ({"ema_warmup": True}, "EMA decay min(0.999, (1 + k) / (10 + k))"),
     "dropout0": ({"dropout": 0.0}, "dropout 0"),
     "dropout0.3": ({"dropout": 0.3}, "dropout 0.3"),
     "pmean-0.5": ({"p_mean": -0.5, "p_std": 1.5}, "P_mean -0.5, P_std 1.5"),
@@ -174,6 +175,10 @@ def score_run(run_dir, num):
         for steps, sig in sigmas.items():
             scores = judge_model(trainer.ema_model, judge, num=num, sigmas=sig)
             rows += [(step, judge_metric(num, JUDGE_FIELDS[k], steps), v) for k, v in scores.items() if k in JUDGE_FIELDS]
+        # The student itself, one step: how far the EMA lags behind it at this budget.
+        scores = judge_model(trainer.student, judge, num=num, sigmas=sigmas[1])
+        rows += [(step, judge_metric(num, "student_" + JUDGE_FIELDS[k], 1), v) for k, v in scores.items()
+                 if k in JUDGE_FIELDS]
         new = not path.exists()
         with open(path, "a", newline="") as f:  # one checkpoint's rows at once: a kill loses at most that one
             writer = csv.writer(f)

@@ -85,8 +85,9 @@ def test_recipe_study_scores_each_checkpoint_once(tmp_path):
         rows = list(csv.DictReader(f))
     assert sorted({int(r["step"]) for r in rows}) == [0, 3]
     assert {r["metric"] for r in rows} == {"judge8_fd_1step", "judge8_recognisable_1step", "judge8_fd_2step",
-                                          "judge8_recognisable_2step"}
-    assert len(rows) == 8
+                                          "judge8_recognisable_2step", "judge8_student_fd_1step",
+                                          "judge8_student_recognisable_1step"}
+    assert len(rows) == 12
 
 
 @pytest.mark.backend_independent
