@@ -94,3 +94,21 @@ def test_recipe_study_collect_writes_curves_from_run_folders(tmp_path):
     assert "/tmp" not in report["protocol"]["reference"] and not report["protocol"]["reference"].startswith("/")
     table = proc.stdout.splitlines()
     assert table[2].startswith("| s1-150 |")  # best two-step FID first
+
+
+@pytest.mark.backend_independent
+def test_zoo_card_learning_curve_reads_the_run_logs(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", REPO / "scripts" / "zoo" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert publish.learning_curve(run, 32, tmp_path / "none.png") is False and not (tmp_path / "none.png").exists()
+    (run / "fid.csv").write_text("step,metric,fid,num,seeds,sigmas\n1000,fid2k_1step,200,2000,0-1999,80\n"
+                                 "2000,fid2k_1step,100,2000,0-1999,80\n")
+    (run / "judge.csv").write_text("step,metric,value,num,seeds\n250,judge2k_fd_1step,900,2000,0-1999\n"
+                                   "250,judge2k_recognisable_1step,0.1,2000,0-1999\n500,judge2k_fd_1step,500,2000,0-1999\n")
+    assert publish.learning_curve(run, 32, tmp_path / "curve.png") is True
+    assert (tmp_path / "curve.png").stat().st_size > 5_000
