@@ -326,11 +326,16 @@ def plot(report, path):
             if pts:
                 axes[2, col].plot([p["images"] / 1000 for p in pts], [p[judge] for p in pts], style, color=color,
                                   marker=".", label=row["variant"])
+            student = judge_metric(judge_num, "student_fd", 1)
+            pts = [p for p in row["points"] if p.get(student) is not None]
+            if steps == 1 and pts:  # the student itself (dotted): how far the EMA lags
+                axes[2, col].plot([p["images"] / 1000 for p in pts], [p[student] for p in pts], ":", color=color,
+                                  marker="x")
     for col, steps in enumerate((1, 2)):
         axes[0, col].set(xlabel="images seen (thousands)", ylabel=_metric(report, steps), title=f"{steps}-step")
         axes[1, col].set(xlabel="training hours at the run's median img/s", ylabel=_metric(report, steps))
         axes[2, col].set(xlabel="images seen (thousands)", ylabel=judge_metric(judge_num, "fd", steps) +
-                         " (digit judge, not FID)")
+                         " (digit judge, not FID)" + ("; dotted: student" if steps == 1 else ""))
         for ax in axes[:, col]:
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
