@@ -41,7 +41,8 @@ def folder_lock(folder):
                 raise FolderBusyError(f"{folder} is in use by another live process (pid {holder}); wait for it to "
                                       "finish or use another folder") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
         yield folder
     finally:
         if fcntl is not None:
