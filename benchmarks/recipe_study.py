@@ -165,6 +165,7 @@ def score_run(run_dir, num):
     """Appends digit-judge scores (1- and 2-step) of every complete, unscored checkpoint to RUN_DIR/judge.csv."""
     from keras_ict.checkpoint import load_checkpoint
     from keras_ict.digit_judge import DigitJudge, judge_model
+    from keras_ict.files import atomic_write_text
 
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
@@ -191,13 +192,10 @@ def score_run(run_dir, num):
         scores = judge_model(trainer.student, judge, num=num, sigmas=sigmas[1])
         rows += [(step, judge_metric(num, "student_" + JUDGE_FIELDS[k], 1), v) for k, v in scores.items()
                  if k in JUDGE_FIELDS]
-        new = not path.exists()
-        with open(path, "a", newline="") as f:  # one checkpoint's rows at once: a kill loses at most that one
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", "metric", "value", "num", "seeds"])
-            for step_, metric, value in rows:
-                writer.writerow([step_, metric, f"{value:.6g}", num, f"0-{num - 1}"])
+        # The whole file is rewritten through a temporary name: a kill loses at most this checkpoint's rows.
+        old = path.read_text() if path.is_file() else "step,metric,value,num,seeds\n"
+        new = "".join(f"{step_},{metric},{value:.6g},{num},0-{num - 1}\n" for step_, metric, value in rows)
+        atomic_write_text(path, old + new)
         print(f"{run_dir.name} step {step}: " + "  ".join(f"{m} {v:.3f}" for _, m, v in rows), flush=True)
 
 
