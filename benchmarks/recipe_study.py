@@ -214,18 +214,14 @@ def read_run(run_dir):
     rates.sort()
     img_s = rates[len(rates) // 2] if rates else None
     points = {}
-    if (run_dir / "fid.csv").is_file():
-        with open(run_dir / "fid.csv") as f:
+    for name, value_column in (("fid.csv", "fid"), ("judge.csv", "value")):
+        if not (run_dir / name).is_file():
+            continue
+        with open(run_dir / name) as f:
             for r in csv.DictReader(f):
                 step = int(r["step"])
                 point = points.setdefault(step, {"step": step, "images": step * batch})
-                point[r["metric"]] = float(r["fid"])
-    if (run_dir / "judge.csv").is_file():
-        with open(run_dir / "judge.csv") as f:
-            for r in csv.DictReader(f):
-                step = int(r["step"])
-                point = points.setdefault(step, {"step": step, "images": step * batch})
-                point[r["metric"]] = float(r["value"])
+                point[r["metric"]] = float(r[value_column])
     wall = {int(r["step"]): r["wall_s"] for r in log_rows}
     for point in points.values():
         point["wall_s"] = wall.get(point["step"])
