@@ -3,20 +3,20 @@
     python benchmarks/fir_resample.py
     python benchmarks/fir_resample.py --backends jax --repeats 9 --network-batch 8
 
-`keras_ict.networks.layers._fir_down` / `_fir_up` run the FIR up/down-sampling either as one depthwise
-convolution each (`_fir_down_depthwise` / `_fir_up_depthwise`, the form before issue "JAX FIR backward") or,
+`keras_ict.networks.fir.fir_down` / `fir_up` run the FIR up/down-sampling either as one depthwise
+convolution each (`fir_down_depthwise` / `fir_up_depthwise`, the form before issue "JAX FIR backward") or,
 where `keras_ict.backend_utils.separable_fir_resampling()` says so (JAX), in separable form, one spatial
-axis at a time as sums of weighted slices (`_fir_down_separable` / `_fir_up_separable`). This script
+axis at a time as sums of weighted slices (`fir_down_separable` / `fir_up_separable`). This script
 times both forms on each backend, whatever the default (marked `*` in the table):
 
-* `fir_down`: forward + backward of one `_fir_down(x, fir, 1)` ([1, 3, 3, 1] filter) at --shape (NHWC);
-* `fir_up`: forward + backward of one `_fir_up(x, fir, 1)` at --shape;
+* `fir_down`: forward + backward of one `fir_down(x, fir, 1)` ([1, 3, 3, 1] filter) at --shape (NHWC);
+* `fir_up`: forward + backward of one `fir_up(x, fir, 1)` at --shape;
 * `network`: forward + backward (gradients of all trainable weights) of --preset at --network-batch,
   eval mode (no dropout), the loss mean(y^2).
 
 Each backend runs in its own subprocess, in its usual compiled mode: tensorflow tf.function (graph, no
 XLA), jax jax.jit, torch eager. The two forms are traced separately (the form under test is patched into
-`layers._fir_down` / `_fir_up` while its function is traced / run) and measured interleaved: each repeat
+`fir.fir_down` / `fir_up` while its function is traced / run) and measured interleaved: each repeat
 times --iters calls of one form, then of the other; a repeat's figure is the mean per call, the table gives
 the median (and min) over --repeats repeats after one warm-up repeat. Prints a table and writes JSON
 (machine, versions, load average, config, results) to --json. Timings are only meaningful on an otherwise
@@ -87,7 +87,8 @@ def worker(args):
     import numpy as np
     from keras import ops
 
-    from keras_ict.networks import NETWORK_PRESETS, layers, network_from_preset
+    from keras_ict.networks import NETWORK_PRESETS, network_from_preset
+    from keras_ict.networks import fir as fir_resampling
 
     backend = keras.backend.backend()
     if backend == "torch" and args.torch_threads:
@@ -97,25 +98,25 @@ def worker(args):
     from keras_ict import backend_utils
 
     def sep_down(x, fir, pad):
-        return layers._fir_down_separable(x, layers._separable_factors(fir), pad)
+        return fir_resampling.fir_down_separable(x, fir_resampling.separable_factors(fir), pad)
 
     def sep_up(x, fir, pad):
-        return layers._fir_up_separable(x, layers._separable_factors(fir), pad)
+        return fir_resampling.fir_up_separable(x, fir_resampling.separable_factors(fir), pad)
 
-    old_impl = {"down": layers._fir_down_depthwise, "up": layers._fir_up_depthwise}
+    old_impl = {"down": fir_resampling.fir_down_depthwise, "up": fir_resampling.fir_up_depthwise}
     new_impl = {"down": sep_down, "up": sep_up}
     default = "separable" if backend_utils.separable_fir_resampling() else "depthwise"
 
     def with_impl(impl, thunk):
-        """Runs thunk() with layers._fir_down / _fir_up set to `impl` (traced functions keep theirs)."""
-        saved = layers._fir_down, layers._fir_up
-        layers._fir_down, layers._fir_up = impl["down"], impl["up"]
+        """Runs thunk() with fir_resampling.fir_down / fir_up set to `impl` (traced functions keep theirs)."""
+        saved = fir_resampling.fir_down, fir_resampling.fir_up
+        fir_resampling.fir_down, fir_resampling.fir_up = impl["down"], impl["up"]
         try:
             return thunk()
         finally:
-            layers._fir_down, layers._fir_up = saved
+            fir_resampling.fir_down, fir_resampling.fir_up = saved
 
-    fir = layers._fir_2d([1, 3, 3, 1])
+    fir = fir_resampling.fir_filter_2d([1, 3, 3, 1])
     rng = np.random.default_rng(0)
     cases = {}
 

@@ -130,15 +130,10 @@ def test_bad_switches():
 @pytest.mark.backend_independent
 def test_ablation_variants_are_the_issue_s_configs():
     """benchmarks/ablation.py's variants resolve, and each reverts exactly the iCT changes it names."""
-    import importlib.util
-    from pathlib import Path
-
+    from harness import load_script
     from keras_ict.presets import resolve_config
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
-    spec = importlib.util.spec_from_file_location("ablation", path)
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = load_script("benchmarks/ablation.py")
 
     ict = resolve_config("mnist")
     changed = {}

@@ -10,6 +10,8 @@ from pathlib import Path
 import keras
 import pytest
 
+from harness import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,13 +47,7 @@ def test_train_throughput_rejects_bad_batch_sizes(tmp_path):
 
 
 def _load_recipe_study():
-    import importlib.util
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("recipe_study", REPO / "benchmarks" / "recipe_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/recipe_study.py")
 
 
 @pytest.mark.backend_independent
@@ -98,11 +94,7 @@ def test_recipe_study_collect_writes_curves_from_run_folders(tmp_path):
 
 @pytest.mark.backend_independent
 def test_zoo_card_learning_curve_reads_the_run_logs(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("publish", REPO / "scripts" / "zoo" / "publish.py")
-    publish = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(publish)
+    publish = load_script("scripts/zoo/publish.py")
     run = tmp_path / "run"
     run.mkdir()
     assert publish.learning_curve(run, 32, tmp_path / "none.png") is False and not (tmp_path / "none.png").exists()

@@ -1,9 +1,10 @@
 """benchmarks/tables.py: the derived columns (vs plain torch, TFLOP/s, MFU, paper-run hours) are computed right."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from harness import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -12,10 +13,7 @@ pytestmark = pytest.mark.backend_independent  # arithmetic on JSON, no Keras
 
 @pytest.fixture(scope="module")
 def tables():
-    spec = importlib.util.spec_from_file_location("tables", REPO / "benchmarks" / "tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/tables.py")
 
 
 def _row(variant, img_per_s, preset="ncsnpp_cifar10", batch=512):
@@ -86,10 +84,7 @@ def test_committed_results_carry_no_absolute_paths():
 
 
 def test_portable_paths_map_repo_sibling_and_home_paths():
-    spec = importlib.util.spec_from_file_location("_common", REPO / "benchmarks" / "_common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
-    portable_paths = common.portable_paths
+    portable_paths = load_script("benchmarks/_common.py").portable_paths
 
     home = Path.home()
     data = {"a": str(REPO / "fid_refs" / "x.npz"), "b": [str(REPO.parent / "shared" / "d.npz")],

@@ -7,21 +7,18 @@ checked in-process by tests/test_checkpoint.py and tests/test_cli.py.
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import keras
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
+from harness import load_script
 
 
 @pytest.mark.once("tensorflow")
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 def test_killed_runs_resume_exactly_and_exports_are_never_half_written(tmp_path, shared_dir):
     pytest.importorskip("onnx")
-    import fault_injection
+    fault_injection = load_script("tools/fault_injection.py")
 
     out = tmp_path / "result.json"
     code = fault_injection.main([

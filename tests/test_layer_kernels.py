@@ -82,10 +82,6 @@ def test_conv_with_bias_matches_reference(kernel_size):
 
 def test_conv_gradients_match_reference():
     """d/dx, d/dkernel, d/dbias of sum(conv(x) * cotangent), against the NumPy adjoints."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from grad_utils import gradients
 
     rng = np.random.default_rng(3)

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from harness import assert_config_round_trip, assert_keras_file_round_trip
 from keras_ict.networks import (
     NETWORK_PRESETS,
     DhariwalUNet,
@@ -213,36 +214,22 @@ def test_song_unet_variants(encoder_type, decoder_type, embedding_type, resample
 
 def test_get_config_round_trip():
     net = SongUNet(**TINY, seed=5, name="tiny")
-    config = net.get_config()
-    for key, value in TINY.items():
-        assert config[key] == value, key
-    assert config["seed"] == 5 and config["name"] == "tiny"
-    json.dumps(config)
-    clone = SongUNet.from_config(config)
-    assert clone.get_config() == config
+    clone = assert_config_round_trip(net, dict(TINY, seed=5, name="tiny"))
     clone.set_weights(net.get_weights())
     inputs = tiny_inputs()
     np.testing.assert_allclose(to_numpy(clone(inputs)), to_numpy(net(inputs)), atol=1e-6)
 
     adm = DhariwalUNet(img_resolution=8, in_channels=3, out_channels=6, model_channels=32,
                        channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.0)
-    adm_config = adm.get_config()
-    assert DhariwalUNet.from_config(adm_config).get_config() == adm_config
+    assert_config_round_trip(adm)
 
     mixed = SongUNet(**TINY, dtype="mixed_bfloat16")
-    assert SongUNet.from_config(mixed.get_config()).dtype_policy.name == "mixed_bfloat16"
+    assert assert_config_round_trip(mixed).dtype_policy.name == "mixed_bfloat16"
 
 
 def test_keras_save_load_round_trip(tmp_path):
     net = randomize(SongUNet(**dict(TINY, label_dropout=0.1), seed=7))
-    inputs = tiny_inputs()
-    expected = to_numpy(net(inputs))
-    path = tmp_path / "net.keras"
-    net.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is SongUNet
-    assert loaded.get_config() == net.get_config()
-    np.testing.assert_allclose(to_numpy(loaded(inputs)), expected, atol=1e-6)
+    loaded = assert_keras_file_round_trip(net, tiny_inputs(), tmp_path)
     np.testing.assert_array_equal(
         to_numpy(loaded.get_layer("map_noise").freqs), to_numpy(net.get_layer("map_noise").freqs)
     )

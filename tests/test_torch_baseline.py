@@ -4,13 +4,13 @@ Backend-independent (plain PyTorch), so it runs once per suite: in the KERAS_BAC
 Keras-side comparisons below also need that backend, so both sides share tensors' framework).
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+
+from harness import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,12 +21,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def tb():
-    path = REPO / "benchmarks" / "torch_baseline.py"
-    spec = importlib.util.spec_from_file_location("torch_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("torch_baseline", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/torch_baseline.py")
 
 
 @pytest.mark.parametrize("name", ["songunet_ncsnpp_small.npz", "songunet_ncsnpp_small_cond10.npz"])
@@ -137,10 +132,7 @@ def test_step_shares_dropout_masks_and_updates_ema(tb):
 def test_model_flops_counts_one_ict_step_per_image(tb):
     """benchmarks/model_flops.py: the step is teacher forward + student forward and backward (~4 forwards, a bit
     less: the input needs no gradient), and the figures are per image (independent of the batch counted)."""
-    path = REPO / "benchmarks" / "model_flops.py"
-    spec = importlib.util.spec_from_file_location("model_flops", path)
-    model_flops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(model_flops)
+    model_flops = load_script("benchmarks/model_flops.py")
 
     two, four = model_flops.count("ncsnpp_mnist_small", batch=2), model_flops.count("ncsnpp_mnist_small", batch=4)
     assert two["params"] == 1_282_305
