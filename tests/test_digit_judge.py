@@ -26,6 +26,7 @@ def real_test_digits(shared_dir):
     return _mnist_arrays(shared_dir / "datasets" / "mnist_small.npz", "test")
 
 
+@pytest.mark.xdist_group("judge-fixture")  # one worker builds the module fixture once
 def test_committed_judge_names_real_digits_and_refuses_noise(judge, real_test_digits):
     images, labels = real_test_digits
     assert judge.test_accuracy >= 0.985  # stored when it was trained, on the 10,000 MNIST test images
@@ -41,6 +42,7 @@ def test_committed_judge_names_real_digits_and_refuses_noise(judge, real_test_di
     assert only_ones["judge_class_entropy"] < 0.2 and only_ones["judge_fd"] > 5 * real["judge_fd"]
 
 
+@pytest.mark.xdist_group("judge-fixture")  # one worker builds the module fixture once
 def test_judge_rejects_bad_images_and_labels(judge, real_test_digits):
     images, labels = real_test_digits
     with pytest.raises(ValueError, match="uint8 images of shape"):
@@ -59,6 +61,7 @@ def _tiny_trainer(resolution=32, label_dim=0):
                               ema_decay=0.9, seed=0)
 
 
+@pytest.mark.xdist_group("judge-fixture")  # one worker builds the module fixture once
 def test_judge_model_scores_samples_and_checks_the_shape(judge):
     scores = judge_model(_tiny_trainer(label_dim=10).ema_model, judge, num=20, sigmas=[80.0])
     assert set(scores) == {"judge_fd", "judge_confidence", "judge_recognisable", "judge_class_entropy",

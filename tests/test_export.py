@@ -19,10 +19,13 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is needed to check ONNX e
 pytest.importorskip("tensorflow", reason="tensorflow is needed to write and read SavedModels")
 
 TINY = {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}
+# One resolution: a third of the layers, a third of the export time (Keras traces every layer). The CLI test below
+# exports TINY, so a fresh conversion of the FIR resampling ops to ONNX is still checked once per suite.
+ONE_LEVEL = dict(TINY, channel_mult=[1])
 
 
-def tiny_model(preset="mnist-cond", seed=1):
-    config = model_config(resolve_config(preset, {"network_overrides": TINY}))
+def tiny_model(preset="mnist-cond", seed=1, network=TINY):
+    config = model_config(resolve_config(preset, {"network_overrides": network}))
     keras.utils.set_random_seed(seed)
     model = build_consistency_model(config).build_for_images()
     # Non-trivial weights: an untrained output layer starts at zero in EDM's networks.
@@ -34,12 +37,13 @@ def tiny_model(preset="mnist-cond", seed=1):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model = tiny_model()
+    model = tiny_model(network=ONE_LEVEL)
     out = tmp_path_factory.mktemp("export") / "out"
     report = ex.export(model, out)
     return model, out, report
 
 
+@pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_export_writes_every_endpoint_and_verifies(exported):
     model, out, report = exported
     assert sorted(p.name for p in out.iterdir()) == [
@@ -52,6 +56,7 @@ def test_export_writes_every_endpoint_and_verifies(exported):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+@pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_onnx_names_dynamic_batch_and_equality_with_generate(exported):
     model, out, _ = exported
     seeds, labels = [3, 9, 4, 100, 7], np.array([1, 2, 3, 4, 5], np.int32)
@@ -78,6 +83,7 @@ def test_onnx_names_dynamic_batch_and_equality_with_generate(exported):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_saved_model_signatures(exported):
     model, out, _ = exported
     saved = ex.load_saved_model(out)
@@ -152,10 +158,11 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "verify", broken)
     with pytest.raises(RuntimeError, match="simulated"):
-        ex.export(tiny_model(), tmp_path / "out", formats=("onnx",))
+        ex.export(tiny_model(network=ONE_LEVEL), tmp_path / "out", formats=("onnx",))
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 @pytest.mark.backend_independent
 @pytest.mark.parametrize("script,steps", [("onnx_generate.py", 1), ("onnx_generate.py", 2), ("savedmodel_generate.py", 2)])
 def test_inference_examples_without_keras_ict(exported, script, steps, tmp_path):

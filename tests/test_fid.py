@@ -54,6 +54,7 @@ def _images(n, h, w, c=3, seed=0):
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
+@pytest.mark.xdist_group("fid-fixture")  # one worker builds the module fixture once
 def test_features_match_torchscript(fid_env, torch_reference, pt_path):
     images = _images(4, 40, 56)
     # batch_size 3: two batches, the second padded
@@ -65,6 +66,7 @@ def test_features_match_torchscript(fid_env, torch_reference, pt_path):
     assert fid._get_model(pt_path) is fid_env  # built once per weights path
 
 
+@pytest.mark.xdist_group("fid-fixture")  # one worker builds the module fixture once
 def test_weights_cache(fid_env, pt_path):
     cached = fid._resolve_weights(pt_path)
     assert cached.name == f"inception-2015-12-05-{fid.EXPECTED_SHA256}.weights.h5"

@@ -1,5 +1,6 @@
 """The suite's own rules (tests/conftest.py): which pass runs a test, and missing fixtures in CI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -47,3 +48,42 @@ def test_a_missing_shared_folder_fails_in_ci_and_skips_elsewhere(ci, outcome):
     assert outcome in proc.stdout, proc.stdout[-2000:]
     if ci:
         assert proc.returncode == 1 and "a missing fixture is an error" in proc.stdout
+
+
+# Module fixtures cheap enough to build once per worker (files written with NumPy, scripts imported by path).
+CHEAP_MODULE_FIXTURES = {"files", "tables", "tb", "torch_mod", "pt_path"}
+
+_FIXTURE_SHARING_PLUGIN = """
+import json, os
+from pathlib import Path
+
+CHEAP = set(json.loads(os.environ["FIXTURE_SHARING_CHEAP"]))
+
+
+def pytest_collection_finish(session):
+    unmarked = []
+    for item in session.items:
+        info = getattr(item, "_fixtureinfo", None)
+        for name, defs in (info.name2fixturedefs.items() if info else ()):
+            in_test_module = [d for d in defs if d.scope == "module" and Path(d.baseid or ".").name.startswith("test_")]
+            if in_test_module and name not in CHEAP and item.get_closest_marker("xdist_group") is None:
+                unmarked.append(item.nodeid + " (" + name + ")")
+    Path(os.environ["FIXTURE_SHARING_OUT"]).write_text(json.dumps(unmarked))
+"""
+
+
+def test_tests_sharing_an_expensive_module_fixture_share_a_worker(tmp_path):
+    """A module-scoped fixture is built once per xdist worker: every test that requests one defined in a test
+    module (an export, the Inception network, the judge) carries an `xdist_group` mark, so the fixture is built
+    once per pass, not once per worker. Checked on the whole suite's collection, in a subprocess."""
+    (tmp_path / "fixture_sharing_plugin.py").write_text(_FIXTURE_SHARING_PLUGIN)
+    out = tmp_path / "unmarked.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+               FIXTURE_SHARING_OUT=str(out), FIXTURE_SHARING_CHEAP=json.dumps(sorted(CHEAP_MODULE_FIXTURES)),
+               KERAS_ICT_SUITE_BACKENDS="")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", "-p", "fixture_sharing_plugin", "tests"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    unmarked = json.loads(out.read_text())
+    assert not unmarked, unmarked
