@@ -5,7 +5,7 @@
 
 `keras_ict.networks.fir.fir_down` / `fir_up` run the FIR up/down-sampling either as one depthwise
 convolution each (`fir_down_depthwise` / `fir_up_depthwise`, the form before issue "JAX FIR backward") or,
-where `keras_ict.backend_utils.separable_fir_resampling()` says so (JAX), in separable form, one spatial
+where `keras_ict.backends.kernels.separable_fir_resampling()` says so (JAX), in separable form, one spatial
 axis at a time as sums of weighted slices (`fir_down_separable` / `fir_up_separable`). This script
 times both forms on each backend, whatever the default (marked `*` in the table):
 
@@ -95,7 +95,7 @@ def worker(args):
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    from keras_ict import backend_utils
+    from keras_ict.backends import kernels
 
     def sep_down(x, fir, pad):
         return fir_resampling.fir_down_separable(x, fir_resampling.separable_factors(fir), pad)
@@ -105,7 +105,7 @@ def worker(args):
 
     old_impl = {"down": fir_resampling.fir_down_depthwise, "up": fir_resampling.fir_up_depthwise}
     new_impl = {"down": sep_down, "up": sep_up}
-    default = "separable" if backend_utils.separable_fir_resampling() else "depthwise"
+    default = "separable" if kernels.separable_fir_resampling() else "depthwise"
 
     def with_impl(impl, thunk):
         """Runs thunk() with fir_resampling.fir_down / fir_up set to `impl` (traced functions keep theirs)."""

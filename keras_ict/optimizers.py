@@ -15,7 +15,7 @@ import math
 import keras
 from keras import ops
 
-from . import backend_utils
+from .backends import torch_optimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_ict")
@@ -56,10 +56,10 @@ class RAdam(keras.optimizers.Optimizer):
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         dtypes = {keras.backend.standardize_dtype(v.dtype) for v in trainable_variables}
-        if not backend_utils.torch_multi_tensor_optimizer() or len(dtypes) != 1:
+        if not torch_optimizer.torch_multi_tensor_optimizer() or len(dtypes) != 1:
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         index = [self._get_variable_index(v) for v in trainable_variables]
-        backend_utils.torch_radam_update(
+        torch_optimizer.torch_radam_update(
             grads, trainable_variables, [self._momentums[i] for i in index], [self._velocities[i] for i in index],
             self.iterations, learning_rate, self.beta_1, self.beta_2, self.epsilon,
         )

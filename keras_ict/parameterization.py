@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ict.backend_utils import concrete_value
+from keras_ict.backends.values import concrete_value
 from keras_ict.paper import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
 
 

@@ -8,7 +8,7 @@ and the same on every backend for the same weights (EDM's StackedRandomGenerator
 
 import numpy as np
 
-from keras_ict import backend_utils
+from keras_ict.backends import distribution
 
 
 def _as_consistency_model(model):
@@ -111,7 +111,7 @@ def generate(model, seeds, sigmas=(80.0,), labels=None, batch_size=64):
             else:
                 x = x0 + np.sqrt(sigma**2 - model.sigma_min**2) * noise[step]
             sigma_batch = np.full((batch_size,), sigma, np.float32)
-            x0 = np.asarray(backend_utils.predict_batch(model, [x.astype(np.float32), sigma_batch] + extra), dtype=np.float32)
+            x0 = np.asarray(distribution.predict_batch(model, [x.astype(np.float32), sigma_batch] + extra), dtype=np.float32)
         outputs.append(x0[: len(chunk)])
     return np.clip(np.concatenate(outputs), -1.0, 1.0)
 

@@ -20,8 +20,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ict import backend_utils, losses, paper, schedules
-from keras_ict.backend_utils import num_replicas, replica_id
+from keras_ict import losses, paper, schedules
+from keras_ict.backends.distribution import num_replicas, replica_id
+from keras_ict.backends.kernels import no_grad
 from keras_ict.parameterization import ConsistencyModel
 
 
@@ -250,11 +251,11 @@ class ConsistencyTrainer(keras.Model):
             # passes draw the same masks; the student's own states are left untouched by the teacher pass.
             for variable, state in zip(self._teacher_dropout_states, self._dropout_states):
                 variable.assign(state.value)
-            with backend_utils.no_grad():
+            with no_grad():
                 teacher = ops.stop_gradient(self.teacher_model(teacher_inputs, training=training))
         else:
             saved_states = [ops.copy(v.value) for v in self._dropout_states]
-            with backend_utils.no_grad():
+            with no_grad():
                 teacher = ops.stop_gradient(self.model(teacher_inputs, training=training))
             for variable, state in zip(self._dropout_states, saved_states):
                 variable.assign(state)

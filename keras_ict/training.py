@@ -101,13 +101,13 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
         fresh: delete what `run_dir` holds and start over.
         time_budget_s: stop cleanly (checkpoint written) after this many seconds; call again to resume.
         stop_at_step: stop once the step counter reaches this.
-        strategy: a distribution strategy name of `keras_ict.backend_utils.STRATEGIES` for this backend.
+        strategy: a distribution strategy name of `keras_ict.backends.distribution.STRATEGIES` for this backend.
         callbacks: extra Keras callbacks for `fit`.
         verbose: Keras' progress bar (default: when stdout is a terminal; otherwise one line per log interval).
     """
     import keras
 
-    from keras_ict.backend_utils import STRATEGIES
+    from keras_ict.backends.distribution import STRATEGIES
     from keras_ict.presets import model_config, resolve_config
 
     if isinstance(recipe, dict):
@@ -153,7 +153,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
     import keras
 
     from keras_ict import callbacks as cb
-    from keras_ict.backend_utils import distribution_scope, training_replicas
+    from keras_ict.backends.distribution import distribution_scope, training_replicas
     from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final
     from keras_ict.data import load_dataset
     from keras_ict.files import write_json

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from keras_ict import ConsistencyModel, ConsistencyTrainer  # noqa: E402
-from keras_ict.backend_utils import num_replicas, replica_id  # noqa: E402
+from keras_ict.backends.distribution import num_replicas, replica_id  # noqa: E402
 from keras_ict.networks import SongUNet  # noqa: E402
 
 BATCH = 8

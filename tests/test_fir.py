@@ -1,7 +1,7 @@
 """FIR up/down-sampling: the separable forms compute what the depthwise-convolution forms compute.
 
 `fir.fir_down` / `fir_up` (keras_ict/networks/fir.py) use the separable slice-and-add forms where
-`backend_utils.separable_fir_resampling()` says so (JAX) and the depthwise convolutions elsewhere; the
+`backends.kernels.separable_fir_resampling()` says so (JAX) and the depthwise convolutions elsewhere; the
 separable forms are tested here on every backend against the depthwise ones (the reference: the forms
 checked against EDM by the parity tests), outputs and input gradients.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from grad_utils import gradients
-from keras_ict import backend_utils
+from keras_ict.backends import kernels
 from keras_ict.networks import fir as fir_resampling
 from keras_ict.networks.fir import (
     fir_down,
@@ -126,7 +126,7 @@ def test_factors_and_fallback_for_non_separable_filters():
 def test_conv2d_matches_the_depthwise_forms(kwargs, monkeypatch):
     """Conv2d with the separable forms (forced on every backend, not only JAX's default) == Conv2d with the
     depthwise forms; with dynamic H, W Conv2d falls back to the depthwise forms, which must agree too."""
-    monkeypatch.setattr(backend_utils, "separable_fir_resampling", lambda: True)
+    monkeypatch.setattr(kernels, "separable_fir_resampling", lambda: True)
     rng = np.random.default_rng(3)
     conv = Conv2d(3, seed=0, **kwargs)
     x = rng.standard_normal((2, 8, 8, 3)).astype("float32")
@@ -142,7 +142,7 @@ def test_conv2d_matches_the_depthwise_forms(kwargs, monkeypatch):
 
 
 def test_separable_form_is_the_jax_default():
-    assert backend_utils.separable_fir_resampling() == (keras.backend.backend() == "jax")
+    assert kernels.separable_fir_resampling() == (keras.backend.backend() == "jax")
 
 
 def _edm_conv2d(x, weight, bias, up, down, resample_filter, fused_resample):

@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from harness import assert_config_round_trip
-from keras_ict import backend_utils
+from keras_ict.backends import torch_optimizer
 from keras_ict.optimizers import RAdam
 
 
@@ -58,7 +58,7 @@ class _PerVariableRAdam(RAdam):
             self.update_step(grad, var, learning_rate)
 
 
-@pytest.mark.skipif(not backend_utils.torch_multi_tensor_optimizer(), reason="one update path only: no multi-tensor form here")
+@pytest.mark.skipif(not torch_optimizer.torch_multi_tensor_optimizer(), reason="one update path only: no multi-tensor form here")
 def test_radam_backend_update_matches_per_variable_update():
     # On torch, RAdam updates all variables with multi-tensor kernels: compared with the per-variable loop
     # that other backends run. Several shapes, through the rectification switch (rho_t > 5 from t = 6).

@@ -1,6 +1,6 @@
 """FIR up/down-sampling of NHWC tensors, as EDM's `Conv2d` applies it (NVlabs/edm, `training/networks.py`).
 
-Two forms of the same function, chosen per backend (`backend_utils.separable_fir_resampling()`):
+Two forms of the same function, chosen per backend (`backends.kernels.separable_fir_resampling()`):
 
 * depthwise: one depthwise (or, for upsampling, zero insertion + depthwise) convolution per resampling;
 * separable: a rank-1 filter applied one spatial axis at a time as sums of weighted slices, whose backward
@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .. import backend_utils
+from ..backends import kernels
 from . import nhwc
 
 
@@ -42,7 +42,7 @@ def _zero_upsample(x):
 def fir_down(x, fir, pad):
     """Depthwise FIR filtering with stride 2 after padding by `pad` (cross-correlation).
 
-    One depthwise convolution, or (`backend_utils.separable_fir_resampling()`, static H and W, rank-1
+    One depthwise convolution, or (`backends.kernels.separable_fir_resampling()`, static H and W, rank-1
     filter) the same function in separable form, `fir_down_separable`.
     """
     factors = separable_factors(fir) if _use_separable(x) else None
@@ -74,8 +74,8 @@ def _in_float32(fn, x, *args):
 def fir_down_depthwise(x, fir, pad):
     c = x.shape[-1]
     k = np.tile(fir[:, :, None, None], (1, 1, c, 1))
-    if backend_utils.torch_channels_last_kernels() and pad >= 0:
-        return backend_utils.torch_conv2d_nhwc(x, _const(k, x.dtype), stride=2, padding=pad, depthwise=True)
+    if kernels.torch_channels_last_kernels() and pad >= 0:
+        return kernels.torch_conv2d_nhwc(x, _const(k, x.dtype), stride=2, padding=pad, depthwise=True)
     x = nhwc.pad_or_crop_hw(x, pad, pad)
     return ops.depthwise_conv(x, _const(k, x.dtype), strides=2, padding="valid")
 
@@ -83,10 +83,10 @@ def fir_down_depthwise(x, fir, pad):
 def fir_up_depthwise(x, fir, pad):
     c = x.shape[-1]
     size = fir.shape[0]
-    if backend_utils.torch_channels_last_kernels() and 0 <= pad <= size - 2:
+    if kernels.torch_channels_last_kernels() and 0 <= pad <= size - 2:
         # torch's transposed convolution takes the unflipped filter (EDM's own form of this op).
         k = np.tile((4.0 * fir)[:, :, None, None], (1, 1, c, 1))
-        return backend_utils.torch_depthwise_conv_transpose2d_nhwc(x, _const(k, x.dtype), stride=2, padding=pad)
+        return kernels.torch_depthwise_conv_transpose2d_nhwc(x, _const(k, x.dtype), stride=2, padding=pad)
     k = np.tile((4.0 * fir[::-1, ::-1])[:, :, None, None], (1, 1, c, 1))
     x = _zero_upsample(x)
     # Transposed conv == dilate by 2, pad by (size - 1 - pad), correlate with flipped kernel.
@@ -106,7 +106,7 @@ def fir_up_depthwise(x, fir, pad):
 def _use_separable(x):
     # Static H and W only (not None, nor JAX's symbolic dimensions of a symbolic build).
     static = all(isinstance(d, int) for d in tuple(x.shape)[1:])
-    return static and backend_utils.separable_fir_resampling()
+    return static and kernels.separable_fir_resampling()
 
 
 def separable_factors(fir):

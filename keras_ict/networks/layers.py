@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .. import backend_utils
+from ..backends import kernels
 from . import fir as fir_resampling
 from . import nhwc
 
@@ -236,13 +236,13 @@ class Conv2d(keras.layers.Layer):
         """Convolution after padding by `pad`, then `+ bias` (fused into the kernel on torch)."""
         w = ops.cast(self.kernel, x.dtype)
         b = None if bias is None else ops.cast(bias, x.dtype)
-        if backend_utils.torch_channels_last_kernels() and pad >= 0:
-            return backend_utils.torch_conv2d_nhwc(x, w, padding=pad, bias=b)
+        if kernels.torch_channels_last_kernels() and pad >= 0:
+            return kernels.torch_conv2d_nhwc(x, w, padding=pad, bias=b)
         if pad == self.kernel_size // 2 and self.kernel_size % 2 == 1:
             y = ops.conv(x, w, strides=1, padding="same")
         else:
             y = ops.conv(nhwc.pad_or_crop_hw(x, pad, pad), w, strides=1, padding="valid")
-        return y if b is None else backend_utils.bias_add(y, b)
+        return y if b is None else kernels.bias_add(y, b)
 
     def call(self, x):
         has_w = self.kernel is not None
@@ -332,8 +332,8 @@ class GroupNorm(keras.layers.Layer):
         dtype = x.dtype
         xf = ops.cast(x, "float32") if _is_low_precision(dtype) else x
         gamma, beta = ops.cast(self.gamma, xf.dtype), ops.cast(self.beta, xf.dtype)
-        if backend_utils.torch_channels_last_kernels():
-            return ops.cast(backend_utils.torch_group_norm_nhwc(xf, self.groups, gamma, beta, self.eps), dtype)
+        if kernels.torch_channels_last_kernels():
+            return ops.cast(kernels.torch_group_norm_nhwc(xf, self.groups, gamma, beta, self.eps), dtype)
         # Statistics as per-channel means over H and W, then averaged over each group's channels (every
         # channel has H * W values, so this is the group mean): reductions that keep the channel axis
         # innermost, which TensorFlow runs about 1.6x faster (forward + backward) than one reduction over
