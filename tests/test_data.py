@@ -14,6 +14,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from keras_ict import data  # noqa: E402
+from keras_ict.data import archives, tf_pipeline  # noqa: E402
 
 # tf.data and NumPy only: runs in one backend pass (the last test feeds a trainer and runs on every backend).
 pytestmark = pytest.mark.backend_independent
@@ -352,8 +353,8 @@ def test_tar_extracted_once_and_reused(tmp_path, monkeypatch):
     make_folder(tmp_path / "src" / "test", {"a": 1, "b": 1}, size=(4, 4), seed=5)
     archive = make_tar(tmp_path / "tiny.tar.gz", tmp_path / "src", "tiny")
     calls = []
-    real = data._extract_into
-    monkeypatch.setattr(data, "_extract_into", lambda *a: (calls.append(a), real(*a))[1])
+    real = archives._extract_into
+    monkeypatch.setattr(archives, "_extract_into", lambda *a: (calls.append(a), real(*a))[1])
     cache = tmp_path / "cache"
     ds = data.load_dataset(archive, image_size=4, batch_size=5, labels=True, shuffle=False, cache_dir=cache)
     images, labels = batches(ds, 1)[0]
@@ -375,18 +376,18 @@ def test_tar_extracted_once_and_reused(tmp_path, monkeypatch):
 def test_interrupted_extraction_leaves_no_cache(tmp_path, monkeypatch):
     make_folder(tmp_path / "src", {"a": 2}, size=(4, 4))
     archive = make_tar(tmp_path / "t.tgz", tmp_path / "src", "t")
-    real = data._extract_into
+    real = archives._extract_into
 
     def crash(archive, destination):
         (destination / "half.png").write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_extract_into", crash)
+    monkeypatch.setattr(archives, "_extract_into", crash)
     cache = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
         data.extract_archive(archive, cache)
     assert list(cache.iterdir()) == []
-    monkeypatch.setattr(data, "_extract_into", real)
+    monkeypatch.setattr(archives, "_extract_into", real)
     root = data.extract_archive(archive, cache)
     assert sorted(p.name for p in (root / "t" / "a").iterdir()) == ["000.png", "001.png"]
 
@@ -479,8 +480,8 @@ def test_tfds_in_memory_matches_npz(monkeypatch, tmp_path, mnist):
 def test_tfds_streaming(monkeypatch, mnist):
     path, x, y = mnist
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake_tfds(x[:100], y[:100], []))
-    monkeypatch.setattr(data, "TFDS_IN_MEMORY_BYTES", 0)
-    monkeypatch.setattr(data, "TFDS_SHUFFLE_WINDOW", 32)
+    monkeypatch.setattr(tf_pipeline, "TFDS_IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(tf_pipeline, "TFDS_SHUFFLE_WINDOW", 32)
     kwargs = dict(image_size=32, batch_size=16, labels=True, seed=1, flip=True)
     full = batches(data.load_dataset("tfds:mnist", **kwargs), 14)  # 6 batches per epoch
     images, labels = full[0]
@@ -515,3 +516,23 @@ def test_pipeline_feeds_conditional_trainer(mnist):
     ds = data.load_dataset(mnist[0], image_size=8, resize="area", batch_size=8, labels=True, num_classes=10, flip=True)
     history = trainer.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_sources_work_without_tensorflow(tmp_path):
+    """keras_ict.data imports, resolves and sizes offline sources with TensorFlow absent; only the tf.data
+    pipeline asks for it, by name."""
+    import subprocess
+
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((5, 8, 8), np.uint8), y_train=np.arange(5))
+    script = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "import keras_ict.data as data\n"
+        f"info = data.dataset_info({str(tmp_path / 'd.npz')!r})\n"
+        "assert info['num_examples'] == 5 and info['num_classes'] == 5, info\n"
+        "assert sorted(data.epoch_order(5, 0, 1)) == list(range(5))\n"
+        "try:\n    data.load_dataset\nexcept ImportError as e:\n    print('refused:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, KERAS_BACKEND="torch"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused: keras_ict.data.load_dataset builds tf.data pipelines and needs TensorFlow" in proc.stdout

@@ -1,4 +1,4 @@
-"""Training data: one tf.data pipeline for every Keras backend.
+"""The tf.data pipeline of training images, for every Keras backend.
 
 `load_dataset` reads offline ``.npz`` arrays (keras.datasets layout), folders of images (class
 sub-folders, optional ``train/``/``test/`` split folders), tar archives of such folders (extracted once
@@ -18,46 +18,29 @@ any data; inside an epoch only indices are skipped, except for streamed TFDS sou
 
 from __future__ import annotations
 
-import os
-import shutil
-import tarfile
-import tempfile
-import zipfile
-from pathlib import Path, PurePosixPath
-
 import numpy as np
 
-from keras_ict.files import cache_root, sha256_file
+from keras_ict.data.sources import (
+    batches_per_epoch,
+    check_same_size,
+    epoch_order,
+    first_image_shape,
+    list_images,
+    load_npz,
+    positive_int,
+    resolve_source,
+    tfds_module,
+)
 
 try:
     import tensorflow as tf
 except ImportError as error:  # pragma: no cover - tensorflow is a test dependency
     raise ImportError(
-        "keras_ict.data builds tf.data pipelines and needs TensorFlow (pip install tensorflow-cpu, or "
+        "keras_ict.data.load_dataset builds tf.data pipelines and needs TensorFlow (pip install tensorflow-cpu, or "
         "keras-ict[tensorflow]); the pipeline then feeds any Keras backend"
     ) from error
 
-__all__ = [
-    "KNOWN_TFDS_NAMES",
-    "batches_per_epoch",
-    "dataset_info",
-    "default_cache_dir",
-    "epoch_order",
-    "extract_archive",
-    "load_dataset",
-]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-SPLIT_DIR_NAMES = ("train", "test", "val", "valid", "validation")
 RESIZE_METHODS = ("bilinear", "area", "nearest")
-KNOWN_TFDS_NAMES = (
-    "mnist",
-    "fashion_mnist",
-    "cifar10",
-    "imagenet_resized/32x32",
-    "imagenet_resized/64x64",
-)
 # TFDS datasets up to this size (decoded uint8) are read into memory once and shuffled exactly like .npz
 # arrays; larger ones are streamed with a windowed shuffle of this many examples.
 TFDS_IN_MEMORY_BYTES = 2 * 1024**3
@@ -66,99 +49,6 @@ TFDS_SHUFFLE_WINDOW = 16384
 _FLIP_TAG = 0x666C6970  # decorrelates the flip stream from the windowed-shuffle stream
 _WINDOW_TAG = 0x77696E64
 _AUTOTUNE = tf.data.AUTOTUNE
-
-
-# --------------------------------------------------------------------------------------------------------
-# Public helpers
-
-
-def epoch_order(num_examples, seed, epoch, shuffle=True):
-    """The order in which epoch `epoch` visits the examples: an int64 array, a permutation of range(n).
-
-    ``np.random.default_rng([seed, epoch]).permutation(num_examples)`` (arange when ``shuffle=False``), so it
-    depends on nothing but its arguments: not on TensorFlow's or Keras' global seed, nor on the process.
-    """
-    if not shuffle:
-        return np.arange(num_examples, dtype=np.int64)
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples).astype(np.int64)
-
-
-def batches_per_epoch(num_examples, batch_size, drop_remainder=True):
-    """Batches in one epoch. Batches never straddle epochs: the last partial batch of each epoch is dropped
-    (``drop_remainder=True``) or yielded short. Global batch ``k`` is batch ``k % b`` of epoch ``k // b``."""
-    if drop_remainder:
-        return num_examples // batch_size
-    return -(-num_examples // batch_size)
-
-
-def default_cache_dir():
-    """Where archives are extracted: ``$KERAS_ICT_CACHE/datasets``, else ``~/.cache/keras_ict/datasets``."""
-    return cache_root() / "datasets"
-
-
-def extract_archive(archive, cache_dir=None):
-    """Extract a tar archive (``.tar.gz``, ``.tgz``, ...) once and return the extracted folder.
-
-    The folder is ``<cache>/<archive stem>-<sha256 of the archive>``, so a changed archive gets a new folder
-    and an unchanged one is reused without reading it again past the hash. Extraction goes to a temporary
-    folder in the same cache that is renamed into place only when complete, so an interrupted extraction
-    never leaves a half-filled cache entry (a stale ``.*.partial`` folder may remain; it is never read).
-    Members with absolute paths or ``..`` components, links leaving the archive and device files are
-    rejected with a ValueError before anything is cached.
-    """
-    archive = Path(archive).expanduser()
-    if not archive.is_file():
-        raise FileNotFoundError(f"archive not found: {str(archive)!r}")
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    digest = _sha256(archive)
-    final = cache / f"{_archive_stem(archive.name)}-{digest}"
-    if final.is_dir():
-        return final
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=cache))
-    try:
-        _extract_into(archive, partial)
-        os.chmod(partial, 0o755)  # mkdtemp makes it private
-        try:
-            os.rename(partial, final)
-        except OSError:
-            if not final.is_dir():  # not a lost race with another process extracting the same archive
-                raise
-            shutil.rmtree(partial, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return final
-
-
-def dataset_info(source, split="train", *, cache_dir=None):
-    """Cheap facts about a source, without building a pipeline.
-
-    Returns a dict with ``num_examples``, ``image_shape`` (H, W, C) as stored, before any padding or
-    resizing (C after dropping an alpha channel for image files; None entries where a TFDS dataset has
-    variable sizes), ``num_classes`` (None without labels; for arrays ``max(y) + 1``) and ``class_names``
-    (folder names or TFDS label names, else None). Reads array headers (.npz), the file listing and the first
-    image (folders and archives, which are extracted once), or the TFDS builder's info.
-    """
-    kind, where = _resolve(source, split, cache_dir)
-    if kind == "npz":
-        shape, y = _npz_header(where, split)
-        image_shape = tuple(shape[1:]) + ((1,) if len(shape) == 3 else ())
-        num_classes = None if y is None or y.size == 0 else int(y.max()) + 1
-        return dict(num_examples=int(shape[0]), image_shape=image_shape, num_classes=num_classes, class_names=None)
-    if kind == "folder":
-        files, _, class_names = _list_images(where)
-        return dict(
-            num_examples=len(files),
-            image_shape=_first_image_shape(files[0]),
-            num_classes=None if class_names is None else len(class_names),
-            class_names=class_names,
-        )
-    return _tfds_info(where, split)
-
-
-# --------------------------------------------------------------------------------------------------------
-# load_dataset
 
 
 def load_dataset(
@@ -221,8 +111,8 @@ def load_dataset(
         A ``tf.data.Dataset`` with element spec ``float32[B, S, S, C]`` or ``(float32[B, S, S, C],
         int32[B])``, prefetched, deterministic given the arguments.
     """
-    image_size = _positive_int(image_size, "image_size")
-    batch_size = _positive_int(batch_size, "batch_size")
+    image_size = positive_int(image_size, "image_size")
+    batch_size = positive_int(batch_size, "batch_size")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     seed = int(seed)
@@ -234,7 +124,7 @@ def load_dataset(
     if channels is not None and channels not in (1, 3):
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
     if num_classes is not None:
-        num_classes = _positive_int(num_classes, "num_classes")
+        num_classes = positive_int(num_classes, "num_classes")
 
     settings = dict(
         image_size=image_size,
@@ -249,247 +139,13 @@ def load_dataset(
         drop_remainder=bool(drop_remainder),
         skip_batches=skip_batches,
     )
-    kind, where = _resolve(source, split, cache_dir)
+    kind, where = resolve_source(source, split, cache_dir)
     if kind == "npz":
-        x, y = _load_npz(where, split, labels)
+        x, y = load_npz(where, split, labels)
         return _array_pipeline(x, y, channels, settings, origin=str(where))
     if kind == "folder":
         return _folder_pipeline(where, channels, settings)
     return _tfds_pipeline(where, split, channels, settings)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Sources
-
-
-def _resolve(source, split, cache_dir):
-    """(kind, location): ("npz", Path), ("folder", Path of the split folder) or ("tfds", name)."""
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    if not isinstance(source, str):
-        raise TypeError(f"source must be a path or a dataset name (str), got {type(source).__name__}")
-    if source.startswith("tfds:"):
-        name = source[len("tfds:"):]
-        if not name:
-            raise ValueError("empty TFDS name in source 'tfds:'")
-        return "tfds", name
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return "folder", _split_folder(path, split)
-    if path.is_file():
-        lower = path.name.lower()
-        if lower.endswith(".npz"):
-            return "npz", path
-        if lower.endswith(ARCHIVE_SUFFIXES) or tarfile.is_tarfile(path):
-            root = extract_archive(path, cache_dir)
-            entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-            if len(entries) == 1 and entries[0].is_dir():
-                root = entries[0]
-            return "folder", _split_folder(root, split)
-        raise ValueError(
-            f"unsupported dataset file {source!r}: expected a .npz file, a tar archive ({', '.join(ARCHIVE_SUFFIXES)}) "
-            "or a folder of images"
-        )
-    if source in KNOWN_TFDS_NAMES:
-        return "tfds", source
-    raise FileNotFoundError(
-        f"dataset source {source!r} not found: no such file or folder (for a TensorFlow Datasets dataset write "
-        f"'tfds:NAME'; bare names accepted: {', '.join(KNOWN_TFDS_NAMES)})"
-    )
-
-
-def _split_folder(folder, split):
-    subdirs = {p.name for p in folder.iterdir() if p.is_dir()}
-    splits = sorted(subdirs & set(SPLIT_DIR_NAMES))
-    if not splits:
-        if split != "train":
-            raise ValueError(
-                f"folder {str(folder)!r} has no split sub-folders ({', '.join(SPLIT_DIR_NAMES)}), so split={split!r} "
-                "cannot be picked; pass the folder of that split itself (split='train' takes the whole folder)"
-            )
-        return folder
-    if split not in subdirs:
-        raise ValueError(f"folder {str(folder)!r} has split sub-folders {splits} but none named {split!r}")
-    return folder / split
-
-
-def _npz_key(npz, key, path):
-    if key not in npz.files:
-        raise ValueError(f"{str(path)!r} has no array {key!r}; available keys: {sorted(npz.files)}")
-
-
-def _npz_array(npz, key, path):
-    """npz[key], with NumPy's refusal of pickled object arrays turned into a message naming the file."""
-    try:
-        return npz[key]
-    except ValueError as e:
-        if "allow_pickle" not in str(e):
-            raise
-        raise ValueError(
-            f"{key} in {str(path)!r} is an object array (pickled Python objects, which can run code when loaded); "
-            "refusing to read it: store numeric arrays (uint8 images, integer labels)"
-        ) from None
-
-
-def _open_npz(path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable .npz file (truncated or corrupt?): {e}") from None
-
-
-def _check_images_array(shape, dtype, path, split):
-    if dtype != np.uint8:
-        raise ValueError(f"x_{split} in {str(path)!r} must be uint8 images (0..255), got dtype {dtype}")
-    if len(shape) not in (3, 4):
-        raise ValueError(f"x_{split} in {str(path)!r} must have shape (N, H, W) or (N, H, W, C), got {tuple(shape)}")
-    if shape[0] == 0:
-        raise ValueError(f"x_{split} in {str(path)!r} holds no images (shape {tuple(shape)})")
-
-
-def _npz_header(path, split):
-    """(shape of x_{split}, y_{split} or None), reading only the .npy header of x; checks dtype, rank, size."""
-    with _open_npz(path) as npz:
-        _npz_key(npz, f"x_{split}", path)
-        try:
-            y = _labels_vector(_npz_array(npz, f"y_{split}", path), path, split) if f"y_{split}" in npz.files else None
-        except (zipfile.BadZipFile, EOFError, OSError) as e:
-            raise ValueError(f"{str(path)!r}: cannot read y_{split} (truncated or corrupt?): {e}") from None
-    try:
-        with zipfile.ZipFile(path) as archive, archive.open(f"x_{split}.npy") as stream:
-            version = np.lib.format.read_magic(stream)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(stream)
-    except Exception:  # noqa: BLE001 - unusual header: load the array instead
-        try:
-            with _open_npz(path) as npz:
-                array = _npz_array(npz, f"x_{split}", path)
-        except (zipfile.BadZipFile, EOFError, OSError) as e:
-            raise ValueError(f"{str(path)!r}: cannot read x_{split} (truncated or corrupt?): {e}") from None
-        shape, dtype = array.shape, array.dtype
-    _check_images_array(shape, np.dtype(dtype), path, split)
-    return tuple(int(d) for d in shape), y
-
-
-def _labels_vector(y, path, split):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"y_{split} in {str(path)!r} must have shape (N,) or (N, 1), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y_{split} in {str(path)!r} must hold integer labels, got dtype {y.dtype}")
-    return y.astype(np.int64)
-
-
-def _load_npz(path, split, with_labels):
-    with _open_npz(path) as npz:
-        _npz_key(npz, f"x_{split}", path)
-        try:
-            x = _npz_array(npz, f"x_{split}", path)
-            y = None
-            if with_labels:
-                _npz_key(npz, f"y_{split}", path)
-                y = _labels_vector(_npz_array(npz, f"y_{split}", path), path, split)
-        except (zipfile.BadZipFile, EOFError, OSError) as e:
-            raise ValueError(f"{str(path)!r} cannot be read (truncated or corrupt?): {e}") from None
-    _check_images_array(x.shape, x.dtype, path, split)
-    if x.ndim == 3:
-        x = x[..., None]
-    if y is not None and len(y) != len(x):
-        raise ValueError(f"x_{split} has {len(x)} images but y_{split} has {len(y)} labels in {str(path)!r}")
-    return x, y
-
-
-def _list_images(folder):
-    """(files, labels or None, class_names or None) from class sub-folders, else from the folder itself."""
-    folder = Path(folder)
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files, labels = [], []
-    if class_dirs:
-        for label, class_dir in enumerate(class_dirs):
-            for root, dirs, names in os.walk(class_dir, followlinks=True):
-                dirs.sort()
-                for name in sorted(names):
-                    if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                        files.append(os.path.join(root, name))
-                        labels.append(label)
-        class_names = [p.name for p in class_dirs]
-        where = f"its class sub-folders ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''})"
-    else:
-        files = sorted(
-            str(p) for p in folder.iterdir()
-            if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS) and not p.name.startswith(".")
-        )
-        labels, class_names, where = None, None, "it"
-    if not files:
-        kinds = ", ".join(IMAGE_EXTENSIONS)
-        raise ValueError(f"no images found in {str(folder)!r}: looked in {where} for {kinds} files")
-    return files, (None if labels is None else np.asarray(labels, np.int64)), class_names
-
-
-def _first_image_shape(path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False)
-    height, width, native = (int(d) for d in image.shape)
-    return height, width, {2: 1, 4: 3}.get(native, native)
-
-
-def _check_same_size(files):
-    """Reads every header with Pillow (about 20 us per file) and names two files that differ in size."""
-    from PIL import Image
-
-    first = None
-    for path in files:
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except Exception as error:  # noqa: BLE001 - report which file, whatever Pillow raises
-            raise ValueError(f"cannot read image {path!r}: {error}") from error
-        if first is None:
-            first = (path, height, width)
-        elif (height, width) != first[1:]:
-            raise ValueError(
-                f"images have different sizes: {first[0]!r} is {first[1]}x{first[2]} but {path!r} is "
-                f"{height}x{width} (HxW); pass resize='bilinear', 'area' or 'nearest' to bring them all to "
-                "image_size"
-            )
-
-
-def _tfds_module():
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as error:
-        raise ImportError(
-            "this source needs TensorFlow Datasets, which is not installed: pip install tensorflow-datasets, "
-            "or pass an offline source (a .npz file, an image folder or a .tar.gz of one)"
-        ) from error
-    return tfds
-
-
-def _tfds_info(name, split):
-    tfds = _tfds_module()
-    info = tfds.builder(name).info
-    try:
-        num_examples = int(info.splits[split].num_examples)
-    except Exception:  # noqa: BLE001 - split strings TFDS cannot size here
-        num_examples = None
-    features = info.features
-    image_key, label_key = (getattr(info, "supervised_keys", None) or ("image", "label"))[:2]
-    try:
-        image_shape = tuple(features[image_key].shape)
-    except Exception:  # noqa: BLE001 - no such feature
-        image_shape = None
-    try:
-        label = features[label_key]
-        num_classes = getattr(label, "num_classes", None)
-        class_names = list(getattr(label, "names", None) or []) or None
-    except Exception:  # noqa: BLE001 - no label feature
-        num_classes, class_names = None, None
-    return dict(num_examples=num_examples, image_shape=image_shape, num_classes=num_classes, class_names=class_names)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Pipelines
 
 
 def _array_pipeline(x, y, channels, s, origin):
@@ -509,7 +165,7 @@ def _array_pipeline(x, y, channels, s, origin):
 
 
 def _folder_pipeline(folder, channels, s):
-    files, file_labels, class_names = _list_images(folder)
+    files, file_labels, class_names = list_images(folder)
     if s["labels"]:
         if file_labels is None:
             raise ValueError(
@@ -522,10 +178,10 @@ def _folder_pipeline(folder, channels, s):
                 f"label {bad} (class folder {class_names[bad]!r}) is out of range for num_classes={s['num_classes']}: "
                 f"{str(folder)!r} has {len(class_names)} class folders"
             )
-    height, width, native = _first_image_shape(files[0])
+    height, width, native = first_image_shape(files[0])
     target = _target_channels(native, channels, folder)
     if s["resize"] is None:
-        _check_same_size(files)
+        check_same_size(files)
         _check_fits(height, width, s, folder)
     paths_t = tf.constant(files)
     labels_t = tf.constant(file_labels.astype(np.int32)) if s["labels"] else tf.zeros([len(files)], tf.int32)
@@ -578,7 +234,7 @@ def _indexed_pipeline(n, load, s):
 
 
 def _tfds_pipeline(name, split, channels, s):
-    tfds = _tfds_module()
+    tfds = tfds_module()
     ds = tfds.load(name, split=split, as_supervised=True)
     image_spec = ds.element_spec[0]
     origin = f"tfds:{name} ({split})"
@@ -677,10 +333,6 @@ def _finish(ds, s, remaining):
     return ds.with_options(options).prefetch(_AUTOTUNE)
 
 
-# --------------------------------------------------------------------------------------------------------
-# Image processing (uint8 in, float32 0..255 out; scaling to [-1, 1] happens in _finish)
-
-
 def _target_channels(native, channels, origin):
     if channels is None or channels == native:
         return native
@@ -739,43 +391,3 @@ def _check_label_range(y, num_classes, origin):
         i = int(bad[0])
         limit = f"num_classes={num_classes}" if num_classes is not None else "labels must be >= 0"
         raise ValueError(f"label {int(y[i])} (example {i} of {str(origin)!r}) is out of range for {limit}")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Archives
-
-
-_sha256 = sha256_file  # the name this module's callers use
-
-
-def _archive_stem(name):
-    lower = name.lower()
-    for suffix in ARCHIVE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)] or "archive"
-    return name
-
-
-def _extract_into(archive, destination):
-    """Stream the archive member by member into `destination`, refusing unsafe members."""
-    with tarfile.open(archive, "r:*") as tar:
-        for member in tar:
-            name = member.name
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            if name.startswith(("/", "\\")) or os.path.isabs(name) or (parts and parts[0].endswith(":")):
-                raise ValueError(f"refusing to extract {str(archive)!r}: member {name!r} has an absolute path")
-            if ".." in parts:
-                raise ValueError(f"refusing to extract {str(archive)!r}: member {name!r} contains '..'")
-            if hasattr(tarfile, "data_filter"):
-                try:
-                    tar.extract(member, destination, set_attrs=False, filter="data")
-                except tarfile.FilterError as error:
-                    raise ValueError(f"refusing to extract {str(archive)!r}: {error}") from error
-            elif member.isfile() or member.isdir():  # pragma: no cover - Pythons without extraction filters
-                tar.extract(member, destination, set_attrs=False)
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
