@@ -87,7 +87,7 @@ def worker(args):
     import numpy as np
     from keras import ops
 
-    from keras_ict.networks import NETWORK_PRESETS, network_from_preset
+    from keras_ict.networks import ARCHITECTURES, build_architecture
     from keras_ict.networks import fir as fir_resampling
 
     backend = keras.backend.backend()
@@ -139,8 +139,8 @@ def worker(args):
             cases.setdefault(f"fir_{op}", {})[which] = (impl, _fwd_bwd(backend, loss, params, None))
 
     # One whole network, gradients of its trainable weights.
-    net = network_from_preset(args.preset)
-    config = NETWORK_PRESETS[args.preset]["config"]
+    net = build_architecture(args.preset)
+    config = ARCHITECTURES[args.preset]["config"]
     res, cin = config["img_resolution"], config["in_channels"]
     xb = rng.standard_normal((args.network_batch, res, res, cin)).astype("float32")
     nb = rng.uniform(-1.5, 1.0, size=(args.network_batch,)).astype("float32")

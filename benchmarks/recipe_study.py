@@ -401,9 +401,9 @@ def main():
         for run_dir in runs:
             judge_variant(run_dir, args, env, work / f"{run_dir.name}.log")
     elif not args.collect:
-        from keras_ict.presets import PRESETS
+        from keras_ict.recipes import RECIPES
 
-        preset_batch = PRESETS[args.preset]["batch_size"]
+        preset_batch = RECIPES[args.preset]["batch_size"]
         with ThreadPoolExecutor(args.workers) as pool:
             codes = list(pool.map(lambda n: train_variant(n, args, preset_batch), names))
         failed = [n for n, c in zip(names, codes) if c != 0]

@@ -39,7 +39,7 @@ def model_folder(args, scratch):
     import keras
 
     from keras_ict.files import write_json
-    from keras_ict.presets import build_consistency_model, model_config, resolve_config
+    from keras_ict.recipes import build_consistency_model, model_config, resolve_config
 
     config = model_config(resolve_config(args.preset))
     keras.utils.set_random_seed(0)

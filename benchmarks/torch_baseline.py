@@ -11,7 +11,7 @@ only, with no Keras anywhere in the step.
 The network is a self-contained PyTorch SongUNet (EDM's DDPM++ / NCSN++ U-Net) whose parameters carry EDM's
 own names; `check_edm_parity(npz)` loads one of the reference fixtures of `../shared/parity` into it by name
 (strict) and compares its float64 output with EDM's. Its constructor arguments come from our own presets
-(`keras_ict.presets` / `keras_ict.networks.NETWORK_PRESETS`), so it is the network the Keras trainer trains.
+(`keras_ict.recipes` / `keras_ict.networks.ARCHITECTURES`), so it is the network the Keras trainer trains.
 
 One step (the same as `keras_ict.trainer.ConsistencyTrainer`):
   N = N(k) from the exponential curriculum; i ~ lognormal index distribution over the N - 1 intervals of
@@ -403,7 +403,7 @@ def check_edm_parity(npz_path, attention_impl="sdpa"):
 # ---------------------------------------------------------------------------------------------------------
 # Configuration from our presets.
 
-# Fields of a training recipe (keras_ict.presets) the loop uses; with --network, those train_throughput.py
+# Fields of a training recipe (keras_ict.recipes) the loop uses; with --network, those train_throughput.py
 # uses: ConsistencyTrainer's defaults (EMA 0.99993), RAdam 1e-4, total_steps 10_000, the paper's schedule.
 _THROUGHPUT_DEFAULTS = dict(learning_rate=1e-4, total_steps=10_000, ema_decay=0.99993, huber_c=None, s0=10, s1=1280,
                             p_mean=-1.1, p_std=2.0, rho=7.0, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5,
@@ -413,21 +413,21 @@ _THROUGHPUT_DEFAULTS = dict(learning_rate=1e-4, total_steps=10_000, ema_decay=0.
 def resolve(network=None, preset=None, overrides=None):
     """(training settings, SongUNet kwargs) from a network preset name or a training recipe name.
 
-    A recipe (`keras_ict.presets.resolve_config(preset, overrides)`) gives the network with its dropout /
+    A recipe (`keras_ict.recipes.resolve_config(preset, overrides)`) gives the network with its dropout /
     label_dim and the recipe's lr, EMA, steps...; a network name (as train_throughput.py's --preset) gives the
     network preset's config unchanged and train_throughput.py's trainer settings.
     """
     os.environ.setdefault("KERAS_BACKEND", "torch")  # keras_ict.networks imports Keras; keep it light
-    from keras_ict import presets
-    from keras_ict.networks import NETWORK_PRESETS
+    from keras_ict import recipes
+    from keras_ict.networks import ARCHITECTURES
 
     if preset is not None and network is not None:
         raise ValueError("give --network or --preset, not both")
-    if preset is not None and preset not in presets.PRESETS and preset in NETWORK_PRESETS:
+    if preset is not None and preset not in recipes.RECIPES and preset in ARCHITECTURES:
         network, preset = preset, None  # train_throughput.py's --preset is a network preset name
     if preset is not None:
-        config = presets.resolve_config(preset, overrides)
-        model_cfg = presets.model_config(config)
+        config = recipes.resolve_config(preset, overrides)
+        model_cfg = recipes.model_config(config)
         cls, kwargs = model_cfg["network"]["class"], dict(model_cfg["network"]["config"])
         training = {k: config[k] for k in _THROUGHPUT_DEFAULTS}
         training.update(preset=preset, network=config["network"])
@@ -435,9 +435,9 @@ def resolve(network=None, preset=None, overrides=None):
         if overrides:
             raise ValueError("overrides apply to a training recipe (--preset), not to a network preset")
         network = network or "ncsnpp_mnist_small"
-        if network not in NETWORK_PRESETS:
-            raise ValueError(f"unknown network preset {network!r}; available: {sorted(NETWORK_PRESETS)}")
-        cls, kwargs = NETWORK_PRESETS[network]["class"], copy.deepcopy(NETWORK_PRESETS[network]["config"])
+        if network not in ARCHITECTURES:
+            raise ValueError(f"unknown network preset {network!r}; available: {sorted(ARCHITECTURES)}")
+        cls, kwargs = ARCHITECTURES[network]["class"], copy.deepcopy(ARCHITECTURES[network]["config"])
         training = dict(_THROUGHPUT_DEFAULTS, preset=None, network=network)
     if cls != "SongUNet":
         raise ValueError(f"{training['network']} is a {cls}; this baseline implements SongUNet only")
@@ -743,9 +743,9 @@ def print_table(rows):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--network", default=None, help="network preset (keras_ict.networks.NETWORK_PRESETS); "
+    parser.add_argument("--network", default=None, help="network preset (keras_ict.networks.ARCHITECTURES); "
                         "default ncsnpp_mnist_small")
-    parser.add_argument("--preset", default=None, help="training recipe (keras_ict.presets), or a network preset "
+    parser.add_argument("--preset", default=None, help="training recipe (keras_ict.recipes), or a network preset "
                         "name as in train_throughput.py")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps-per-repeat", type=int, default=5)

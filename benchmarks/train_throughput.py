@@ -87,7 +87,7 @@ def measure(args):
     import numpy as np
 
     import keras_ict
-    from keras_ict.networks import network_from_preset
+    from keras_ict.networks import build_architecture
 
     rss_imported = maxrss_mib()
 
@@ -102,7 +102,7 @@ def measure(args):
         dynamo_note = "automatic_dynamic_shapes=False"
     keras.config.set_dtype_policy(args.dtype_policy)
     keras.utils.set_random_seed(0)
-    network = network_from_preset(args.preset)
+    network = build_architecture(args.preset)
     trainer = keras_ict.ConsistencyTrainer(keras_ict.ConsistencyModel(network), total_steps=10_000, seed=0)
     trainer.compile(optimizer=keras_ict.optimizers.RAdam(1e-4), jit_compile=args.jit)
     resolved_jit = bool(trainer.jit_compile)

@@ -12,7 +12,7 @@ import keras
 
 import keras_ict
 from keras_ict.data import load_dataset
-from keras_ict.networks import network_from_preset
+from keras_ict.networks import build_architecture
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist_small.npz"
 
@@ -27,7 +27,7 @@ def main():
 
     keras.utils.set_random_seed(0)
     dataset = load_dataset(args.data, image_size=32, batch_size=args.batch_size, seed=0)  # [-1, 1], 28 -> 32 padded
-    model = keras_ict.ConsistencyModel(network_from_preset("ncsnpp_mnist_small"))
+    model = keras_ict.ConsistencyModel(build_architecture("ncsnpp_mnist_small"))
     trainer = keras_ict.ConsistencyTrainer(model, total_steps=args.steps, ema_decay=0.999)
     trainer.compile(optimizer=keras_ict.optimizers.RAdam(2e-4))
     trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps, shuffle=False)  # the pipeline shuffles

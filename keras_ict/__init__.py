@@ -23,7 +23,7 @@ _ATTRIBUTES = {
     "TrainResult": "keras_ict.training",
 }
 _SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "digit_judge", "evaluation", "export", "fid", "losses", "networks",
-               "optimizers", "paper", "presets", "schedules", "training", "zoo")
+               "optimizers", "paper", "presets", "recipes", "schedules", "training", "zoo")
 
 __all__ = sorted(list(_ATTRIBUTES) + list(_SUBMODULES))
 

@@ -215,7 +215,7 @@ def cmd_fid_ref(args):
         raise UserError("--batch-size must be >= 1")
     image_size, channels, resize = args.image_size, args.channels, args.resize
     if args.preset is not None:
-        from keras_ict.presets import model_config, resolve_config
+        from keras_ict.recipes import model_config, resolve_config
 
         config = resolve_config(args.preset, {})
         net = model_config(config)["network"]["config"]
@@ -277,10 +277,10 @@ def cmd_export(args):
 
 
 def cmd_presets(args):
-    from keras_ict.presets import PRESETS
+    from keras_ict.recipes import RECIPES
 
-    for name in sorted(PRESETS):
-        print(f"{name:<15} {PRESETS[name]['description']}")
+    for name in sorted(RECIPES):
+        print(f"{name:<15} {RECIPES[name]['description']}")
     return 0
 
 

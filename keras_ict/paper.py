@@ -1,7 +1,7 @@
 """The iCT paper's values (Song & Dhariwal, ICLR 2024, arXiv:2310.14189): the one home of every default.
 
 Modules that implement a formula take these as defaults (schedules, parameterization, losses, trainer); the
-training recipes (`keras_ict.presets`) start from them. Importing this module imports nothing else.
+training recipes (`keras_ict.recipes`) start from them. Importing this module imports nothing else.
 """
 
 # Karras et al. noise levels (Sec. 3) and the data scale of the parametrisation.

@@ -42,7 +42,7 @@ class TrainResult:
 def check_run_dir(run_dir, config, fresh):
     """'new', 'fresh' or 'resume' for `run_dir`; ValueError if it holds something else or another recipe."""
     from keras_ict.files import read_json
-    from keras_ict.presets import FIELD_DEFAULTS, RUN_LENGTH_FIELDS
+    from keras_ict.recipes import FIELD_DEFAULTS, RUN_LENGTH_FIELDS
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -92,7 +92,7 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
     """Trains (or resumes) the run in `run_dir` with a recipe; returns a `TrainResult`.
 
     Args:
-        recipe: a training recipe name (`keras_ict.presets.PRESETS`, e.g. "mnist", "cifar10") or a dict of
+        recipe: a training recipe name (`keras_ict.recipes.RECIPES`, e.g. "mnist", "cifar10") or a dict of
             config fields with a "preset" entry naming the recipe it starts from (e.g. a run's config.json).
         run_dir: the run folder (created; resumed when it holds a run of the same recipe).
         data, steps, batch_size, learning_rate, seed: shortcuts for the config fields data, total_steps,
@@ -108,7 +108,7 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
     import keras
 
     from keras_ict.backends.distribution import STRATEGIES
-    from keras_ict.presets import model_config, resolve_config
+    from keras_ict.recipes import model_config, resolve_config
 
     if isinstance(recipe, dict):
         base = dict(recipe)
@@ -157,7 +157,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
     from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final
     from keras_ict.data import load_dataset
     from keras_ict.files import write_json
-    from keras_ict.presets import build_trainer, model_config
+    from keras_ict.recipes import build_trainer, model_config
     from keras_ict.sampling import generate
 
     if mode == "fresh":

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from keras_ict.files import read_json, sha256_file
-from keras_ict.presets import MODEL_FORMAT
+from keras_ict.recipes import MODEL_FORMAT
 
 
 def zoo_dir():
@@ -70,7 +70,7 @@ def from_preset(name_or_path, verify=True):
     The returned model carries `model.sampling` ({"sigmas_1step": [...], "sigmas_2step": [...]}) and
     `model.metadata` (metadata.json).
     """
-    from keras_ict.presets import build_consistency_model
+    from keras_ict.recipes import build_consistency_model
 
     folder = _resolve(name_or_path)
     config_path, weights_path = folder / "config.json", folder / "model.weights.h5"

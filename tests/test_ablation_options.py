@@ -121,7 +121,7 @@ def test_bad_switches():
                             ({"teacher_mu0": 1.0}, "teacher_mu0")):
         with pytest.raises(ValueError, match=message):
             make_trainer(**kwargs)
-    from keras_ict.presets import resolve_config
+    from keras_ict.recipes import resolve_config
 
     with pytest.raises(ValueError, match="teacher must be one of"):
         resolve_config("mnist", {"teacher": "frozen"})
@@ -131,7 +131,7 @@ def test_bad_switches():
 def test_ablation_variants_are_the_issue_s_configs():
     """benchmarks/ablation.py's variants resolve, and each reverts exactly the iCT changes it names."""
     from harness import load_script
-    from keras_ict.presets import resolve_config
+    from keras_ict.recipes import resolve_config
 
     ablation = load_script("benchmarks/ablation.py")
 

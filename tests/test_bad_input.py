@@ -111,7 +111,7 @@ def _dataset(path, labels=False):
 
 
 def _preset(name, overrides=None):
-    from keras_ict.presets import resolve_config
+    from keras_ict.recipes import resolve_config
 
     return resolve_config(name, overrides)
 
@@ -119,14 +119,14 @@ def _preset(name, overrides=None):
 def _truncated_weights(root):
     """A run folder whose weights file was cut short (no metadata.json, so no sha256 check catches it first)."""
     from keras_ict.checkpoint import write_json
-    from keras_ict.presets import model_config, resolve_config
+    from keras_ict.recipes import model_config, resolve_config
 
     folder = root / "truncated_model"
     if not folder.exists():
         folder.mkdir()
         config = model_config(resolve_config("mnist", {"network_overrides": TINY_NET}))
         write_json(folder / "config.json", config)
-        from keras_ict.presets import build_consistency_model
+        from keras_ict.recipes import build_consistency_model
 
         build_consistency_model(config).build_for_images().save_weights(folder / "model.weights.h5")
         data = (folder / "model.weights.h5").read_bytes()
@@ -209,7 +209,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, m
 
 def test_run_directory_from_another_config_is_refused(tmp_path, shared_dir, capsys):
     from keras_ict.checkpoint import write_json
-    from keras_ict.presets import resolve_config
+    from keras_ict.recipes import resolve_config
 
     run = tmp_path / "run"
     run.mkdir()

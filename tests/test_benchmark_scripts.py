@@ -57,7 +57,7 @@ def test_recipe_study_variants_fix_the_curriculum_in_images():
     assert batch == 64 and fields["curriculum_steps"] == study.CURRICULUM_IMAGES // 64
     fields, batch = study.variant_overrides("s1-150-curr32k", 32)
     assert batch == 32 and fields == {"s1": 150, "curriculum_steps": 1000}
-    from keras_ict.presets import resolve_config
+    from keras_ict.recipes import resolve_config
 
     for name in {**study.VARIANTS, **study.COMBINATIONS}:  # every variant is a valid config
         resolve_config("mnist", study.variant_overrides(name, 32)[0])

@@ -7,7 +7,7 @@ import pytest
 from keras import ops
 
 import keras_ict
-from keras_ict import presets
+from keras_ict import recipes
 from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from keras_ict.zoo import from_preset
 
@@ -17,8 +17,8 @@ TINY = {"network_overrides": {"model_channels": 8, "channel_mult": [1, 1], "attn
 def tiny_trainer(**overrides):
     """The mnist recipe on a tiny network, compiled to run eagerly: these tests need a trained state after two
     steps, and tracing the step would cost far more than running it (the compiled step is tested elsewhere)."""
-    config = presets.resolve_config("mnist", dict(TINY, **overrides))
-    trainer = presets.build_trainer(config)
+    config = recipes.resolve_config("mnist", dict(TINY, **overrides))
+    trainer = recipes.build_trainer(config)
     trainer.compile(optimizer=trainer.optimizer, run_eagerly=True)
     return config, trainer
 
@@ -70,7 +70,7 @@ def test_old_checkpoints_are_pruned(tmp_path):
 def test_final_folder_loads_with_from_preset_and_detects_tampering(tmp_path):
     config, trainer = tiny_trainer()
     trainer.fit(images(), batch_size=4, epochs=1, verbose=0)
-    folder = save_final(trainer, tmp_path / "final", presets.model_config(config), {"steps": 2})
+    folder = save_final(trainer, tmp_path / "final", recipes.model_config(config), {"steps": 2})
     meta = json.loads((folder / "metadata.json").read_text())
     assert set(meta["files"]) == {"config.json", "model.weights.h5"}
     model = from_preset(folder)

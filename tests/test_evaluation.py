@@ -231,14 +231,14 @@ def saved_model_folder(folder, model):
 
 
 def model_config_for():
-    from keras_ict.presets import model_config, resolve_config
+    from keras_ict.recipes import model_config, resolve_config
 
     overrides = {"network_overrides": {"model_channels": 8, "channel_mult": [1], "attn_resolutions": [], "num_blocks": 1}}
     return model_config(resolve_config("mnist", overrides))
 
 
 def test_fid_and_fid_ref_commands(fake_inception, tmp_path, shared_dir, capsys):
-    from keras_ict.presets import build_consistency_model
+    from keras_ict.recipes import build_consistency_model
 
     model = build_consistency_model(model_config_for()).build_for_images()
     folder = saved_model_folder(tmp_path / "final", model)
@@ -261,7 +261,7 @@ def test_fid_and_fid_ref_commands(fake_inception, tmp_path, shared_dir, capsys):
 
 
 def test_fid_ref_dataset_equals_statistics_file(fake_inception, tmp_path, shared_dir):
-    from keras_ict.presets import build_consistency_model
+    from keras_ict.recipes import build_consistency_model
 
     model = build_consistency_model(model_config_for()).build_for_images()
     model.sampling = {"sigmas_1step": [80.0]}
@@ -275,7 +275,7 @@ def test_fid_ref_dataset_equals_statistics_file(fake_inception, tmp_path, shared
 
 
 def test_training_fid_fields_are_validated_and_do_not_block_resume():
-    from keras_ict.presets import RUN_LENGTH_FIELDS, resolve_config
+    from keras_ict.recipes import RUN_LENGTH_FIELDS, resolve_config
 
     config = resolve_config("mnist", {"fid_every": "500", "fid_steps": "2", "fid_ref": "refs/mnist.npz"})
     assert config["fid_every"] == 500 and config["fid_steps"] == [2] and config["fid_ref"] == "refs/mnist.npz"

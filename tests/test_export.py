@@ -12,7 +12,7 @@ import pytest
 
 from keras_ict import export as ex
 from keras_ict.cli import main
-from keras_ict.presets import build_consistency_model, model_config, resolve_config
+from keras_ict.recipes import build_consistency_model, model_config, resolve_config
 from keras_ict.sampling import generate, seed_noise, to_uint8
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is needed to check ONNX exports")

@@ -11,15 +11,15 @@ import pytest
 
 from harness import assert_config_round_trip, assert_keras_file_round_trip
 from keras_ict.networks import (
-    NETWORK_PRESETS,
+    ARCHITECTURES,
     DhariwalUNet,
     LabelDropout,
     SongUNet,
     UNetBlock,
+    build_architecture,
     edm_state_dict,
     from_edm_config,
     load_edm_state_dict,
-    network_from_preset,
 )
 
 FIXTURES = [
@@ -130,7 +130,7 @@ def test_edm_parity(shared_dir, fixture):
 
 def _lazy_trainable_count(name, **overrides):
     with keras.StatelessScope(initialize_variables=False):
-        net = network_from_preset(name, **overrides)
+        net = build_architecture(name, **overrides)
     count = sum(int(np.prod(v.shape)) for v in net.trainable_weights)
     try:  # Forget the uninitialised variables, so no later scope allocates them.
         from keras.src.backend.common import global_state
@@ -160,9 +160,9 @@ def test_full_size_parameter_counts(name, overrides, expected):
 
 def test_small_presets_are_small_and_run():
     for name in ("ncsnpp_small", "ncsnpp_mnist_small"):
-        net = network_from_preset(name, seed=0)
+        net = build_architecture(name, seed=0)
         assert sum(int(np.prod(v.shape)) for v in net.trainable_weights) < 1_500_000
-        cfg = NETWORK_PRESETS[name]["config"]
+        cfg = ARCHITECTURES[name]["config"]
         inputs = tiny_inputs(2, cfg["img_resolution"], cfg["in_channels"], label_dim=0)
         y = infer(net, inputs)
         assert y.shape == (2, 32, 32, cfg["out_channels"])
@@ -171,12 +171,12 @@ def test_small_presets_are_small_and_run():
 
 @pytest.mark.backend_independent
 def test_preset_table_structure():
-    for name, preset in NETWORK_PRESETS.items():
+    for name, preset in ARCHITECTURES.items():
         assert preset["class"] in ("SongUNet", "DhariwalUNet"), name
         assert isinstance(preset["config"], dict) and preset["description"]
-    cfg = NETWORK_PRESETS["ncsnpp_cifar10_deep"]["config"]
+    cfg = ARCHITECTURES["ncsnpp_cifar10_deep"]["config"]
     assert cfg["num_blocks"] == 8 and cfg["fourier_scale"] == 0.02
-    assert NETWORK_PRESETS["adm_imagenet64_deep"]["config"]["num_blocks"] == 6
+    assert ARCHITECTURES["adm_imagenet64_deep"]["config"]["num_blocks"] == 6
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,8 +316,8 @@ def test_input_validation_errors():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="Unknown network preset.*ncsnpp_cifar10"):
-        network_from_preset("nope")
+    with pytest.raises(ValueError, match="Unknown network architecture.*ncsnpp_cifar10"):
+        build_architecture("nope")
     with pytest.raises(ValueError, match="DhariwalUNet.*SongUNet"):
         from_edm_config("EDMPrecond", img_resolution=8, in_channels=3, out_channels=3)
     with pytest.raises(TypeError, match="bogus"):
@@ -331,7 +331,7 @@ def test_config_errors():
         from_edm_config("SongUNet", img_resolution=8, in_channels=3, out_channels=3,
                         augment_dim=9)
     with pytest.raises(TypeError, match="bogus"):
-        network_from_preset("ncsnpp_small", bogus=1)
+        build_architecture("ncsnpp_small", bogus=1)
     with pytest.raises(ValueError, match="encoder_type"):
         SongUNet(**dict(TINY, encoder_type="fancy"))
     with pytest.raises(ValueError, match="divisible"):

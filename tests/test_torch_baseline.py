@@ -46,10 +46,10 @@ def test_noise_tables_match_keras_ict(tb):
 
 
 def test_network_config_comes_from_presets(tb):
-    from keras_ict.networks import NETWORK_PRESETS
+    from keras_ict.networks import ARCHITECTURES
 
     training, kwargs = tb.resolve(network="ncsnpp_cifar10")
-    assert kwargs == NETWORK_PRESETS["ncsnpp_cifar10"]["config"]
+    assert kwargs == ARCHITECTURES["ncsnpp_cifar10"]["config"]
     assert training["ema_decay"] == 0.99993 and training["learning_rate"] == 1e-4
     net = tb.SongUNet(**kwargs)
     assert sum(p.numel() for p in net.parameters()) == 56_395_523  # EDM's NCSN++ CIFAR-10 count
@@ -64,12 +64,12 @@ def test_network_config_comes_from_presets(tb):
 @pytest.mark.parametrize("preset", ["mnist", "mnist-cond"])
 def test_loss_matches_keras_trainer(tb, preset):
     """Same weights, noise and sigmas: the per-sample iCT loss equals ConsistencyTrainer.consistency_loss."""
-    from keras_ict import presets
+    from keras_ict import recipes
     from keras_ict.networks import edm_state_dict, load_edm_state_dict
     from keras_ict.trainer import ConsistencyTrainer
 
-    config = presets.resolve_config(preset, {"dropout": 0.0})
-    model = presets.build_consistency_model(presets.model_config(config), seed=0)
+    config = recipes.resolve_config(preset, {"dropout": 0.0})
+    model = recipes.build_consistency_model(recipes.model_config(config), seed=0)
     state = edm_state_dict(model.network)
     rng = np.random.default_rng(0)
     for key, value in state.items():  # random weights everywhere, so no zero-initialised layer hides anything

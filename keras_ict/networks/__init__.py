@@ -1,5 +1,6 @@
 """EDM-style U-Nets (DDPM++ / NCSN++ `SongUNet`, ADM `DhariwalUNet`) in Keras 3, channels-last."""
 
+from .architectures import ARCHITECTURES, NETWORK_PRESETS, build_architecture, network_from_preset
 from .classes import NETWORK_CLASSES, network_class
 from .dhariwal_unet import DhariwalUNet
 from .edm_import import EDM_CLASSES, edm_state_dict, from_edm_config, load_edm_state_dict
@@ -13,10 +14,11 @@ from .layers import (
     ScaledSum,
     UNetBlock,
 )
-from .presets import NETWORK_PRESETS, network_from_preset
 from .song_unet import SongUNet
 
 __all__ = [
+    "ARCHITECTURES",
+    "NETWORK_PRESETS",
     "Conv2d",
     "DhariwalUNet",
     "EDM_CLASSES",
@@ -25,11 +27,11 @@ __all__ = [
     "LabelDropout",
     "NETWORK_CLASSES",
     "Linear",
-    "NETWORK_PRESETS",
     "PositionalEmbedding",
     "ScaledSum",
     "SongUNet",
     "UNetBlock",
+    "build_architecture",
     "edm_state_dict",
     "from_edm_config",
     "load_edm_state_dict",

@@ -1,45 +1,45 @@
-"""Training presets: paper values, overrides, validation, and building a trainer."""
+"""Training recipes (keras_ict.recipes): paper values, overrides, validation, building a trainer, old names."""
 
 import pytest
 
-from keras_ict import presets
+from keras_ict import recipes
 
 
 @pytest.mark.backend_independent
 def test_paper_presets_hold_the_paper_values():
-    c = presets.resolve_config("cifar10")
+    c = recipes.resolve_config("cifar10")
     assert (c["network"], c["batch_size"], c["learning_rate"], c["total_steps"]) == ("ncsnpp_cifar10", 1024, 1e-4, 400_000)
     assert (c["dropout"], c["ema_decay"], c["two_step_sigma"], c["optimizer"]) == (0.3, 0.99993, 0.821, "radam")
     assert ((c["s0"], c["s1"], c["p_mean"], c["p_std"], c["sigma_min"], c["sigma_max"], c["sigma_data"])
             == (10, 1280, -1.1, 2.0, 0.002, 80.0, 0.5))
-    i = presets.resolve_config("imagenet64")
+    i = recipes.resolve_config("imagenet64")
     assert (i["network"], i["label_dim"], i["huber_c"], i["two_step_sigma"]) == ("adm_imagenet64", 1000, 0.06, 1.526)
-    assert presets.resolve_config("cifar10-deep")["network"] == "ncsnpp_cifar10_deep"
-    assert set(presets.PRESET_SOURCES) == set(presets.PRESETS)
+    assert recipes.resolve_config("cifar10-deep")["network"] == "ncsnpp_cifar10_deep"
+    assert set(recipes.RECIPE_SOURCES) == set(recipes.RECIPES)
 
 
 @pytest.mark.backend_independent
 def test_overrides_are_coerced_and_checked():
-    c = presets.resolve_config("mnist", {"batch_size": "64", "flip": "true", "learning_rate": "3e-4",
+    c = recipes.resolve_config("mnist", {"batch_size": "64", "flip": "true", "learning_rate": "3e-4",
                                          "network_overrides": '{"model_channels": 16}'})
     assert c["batch_size"] == 64 and c["flip"] is True and c["learning_rate"] == 3e-4
     assert c["network_overrides"] == {"model_channels": 16}
     with pytest.raises(ValueError, match="unknown config field 'batchsize'"):
-        presets.resolve_config("mnist", {"batchsize": 3})
+        recipes.resolve_config("mnist", {"batchsize": 3})
     with pytest.raises(ValueError, match="batch_size must be an integer"):
-        presets.resolve_config("mnist", {"batch_size": "lots"})
+        recipes.resolve_config("mnist", {"batch_size": "lots"})
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        presets.resolve_config("mnist", {"batch_size": 0})
+        recipes.resolve_config("mnist", {"batch_size": 0})
     with pytest.raises(ValueError, match="unknown preset 'mnst'"):
-        presets.resolve_config("mnst")
+        recipes.resolve_config("mnst")
     with pytest.raises(ValueError, match="two_step_sigma"):
-        presets.resolve_config("mnist", {"two_step_sigma": 100})
+        recipes.resolve_config("mnist", {"two_step_sigma": 100})
 
 
 def test_build_trainer_from_cpu_preset():
-    config = presets.resolve_config("mnist-cond",
+    config = recipes.resolve_config("mnist-cond",
                                     {"network_overrides": {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": []}})
-    trainer = presets.build_trainer(config)
+    trainer = recipes.build_trainer(config)
     assert trainer.model.conditional and trainer.model.label_dim == 10
     assert trainer.model.image_shape == (32, 32, 1)
     assert trainer.total_steps == 5000 and trainer.ema_decay == 0.999
@@ -59,9 +59,20 @@ def test_paper_values_have_one_home():
     assert (schedules.S0, schedules.S1, schedules.P_MEAN, schedules.P_STD) == (10, 1280, -1.1, 2.0)
     assert (model_defaults["sigma_min"], model_defaults["sigma_max"], model_defaults["sigma_data"]) == (0.002, 80.0, 0.5)
     assert trainer_defaults["ema_decay"] == paper.EMA_DECAY == 0.99993
-    cifar = presets.resolve_config("cifar10")
+    cifar = recipes.resolve_config("cifar10")
     for switch, allowed in paper.TRAINER_SWITCHES.items():
         assert trainer_defaults[switch] == cifar[switch] == allowed[0]  # iCT's value first
         with pytest.raises(ValueError, match=f"{switch} must be one of"):
-            presets.resolve_config("cifar10", {switch: "no-such-value"})
-    assert (cifar["two_step_sigma"], presets.resolve_config("imagenet64")["two_step_sigma"]) == (0.821, 1.526)
+            recipes.resolve_config("cifar10", {switch: "no-such-value"})
+    assert (cifar["two_step_sigma"], recipes.resolve_config("imagenet64")["two_step_sigma"]) == (0.821, 1.526)
+
+
+@pytest.mark.backend_independent
+def test_old_names_are_aliases():
+    from keras_ict import networks, presets
+    from keras_ict.networks import architectures
+
+    assert presets.PRESETS is recipes.RECIPES and presets.PRESET_SOURCES is recipes.RECIPE_SOURCES
+    assert presets.resolve_config is recipes.resolve_config and presets.preset_names() == recipes.recipe_names()
+    assert networks.NETWORK_PRESETS is architectures.ARCHITECTURES
+    assert networks.network_from_preset is architectures.build_architecture
