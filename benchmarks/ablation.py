@@ -3,12 +3,12 @@
     python benchmarks/ablation.py [--steps 3000] [--fid-num 10000] [--variants ict ct ...] [--backend tensorflow]
                                   [--reuse ict=runs/zoo/mnist] [--preset mnist|cifar10-small] [--seed 0]
 
-Every variant trains one preset (same network, data, batch, optimizer, seed and steps; `mnist` by default)
-with `keras-ict train`, so an interrupted run resumes when the script is started again (across sessions), then
-`keras-ict fid` computes FID 1-step and 2-step with the same protocol (seeds 0..fid_num-1, the committed
-reference statistics of the preset's data). Prints a table and writes JSON with the compute used (wall time
-per variant). `--preset cifar10-small` runs the same ablation on CIFAR-10 (JPEG copy), and `--seed N` (the
-training seed: initial weights, data order, noise; FID seeds stay 0..fid_num-1) repeats it for run-to-run
+Every variant trains one recipe (same network, data, batch, optimizer, seed and steps; `mnist` by default)
+with `keras_ict.train` in this process (on --backend), so an interrupted run resumes when the script is started
+again (across sessions), then `keras_ict.compute_fid` computes FID 1-step and 2-step with the same protocol
+(seeds 0..fid_num-1, the committed reference statistics of the preset's data). Prints a table and writes JSON
+with the compute used (wall time per variant). `--preset cifar10-small` runs the same ablation on CIFAR-10
+(JPEG copy), and `--seed N` (the training seed: initial weights, data order, noise; FID seeds stay 0..fid_num-1) repeats it for run-to-run
 noise, each into its own work folder and JSON.
 
 `--collect` runs nothing: it reports the variants that are already finished (final model and FID file)
@@ -16,8 +16,10 @@ and names the ones that are not, so the table can be read while the runs go on i
 is rewritten after every variant, so it always holds what has finished.
 
 `--reuse VARIANT=RUN_DIR` takes an existing run instead of training one (the `mnist` zoo entry is the `ict`
-variant at 3000 steps): the same `keras-ict train` command is run on it, which refuses a run made with a
+variant at 3000 steps): the same `keras_ict.train` call is made on it, which refuses a run made with a
 different config and does nothing for a finished one; its FID file is used if its protocol matches.
+Run folders go to `~/.cache/keras_ict/runs/ablation[-PRESET][-seedN]` (`$KERAS_ICT_CACHE/runs/...`) unless
+--work says otherwise: outside the checkout, so a clean checkout never holds them.
 
 Variants (Song & Dhariwal 2024 Sec. 3-4 vs Song et al. 2023):
   ict                 iCT: student teacher, pseudo-Huber, lambda = 1/(s_{i+1} - s_i), lognormal indices, s0 10 / s1 1280
@@ -29,11 +31,11 @@ Variants (Song & Dhariwal 2024 Sec. 3-4 vs Song et al. 2023):
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,15 +61,13 @@ VARIANTS = {
 }
 
 
-def run(command, env, log):
-    with open(log, "a") as out:
-        out.write(f"$ {' '.join(command)}\n")
-        out.flush()
+def logged(log, what, fn):
+    """fn() with its printed output appended to `log` (after a line saying `what`); returns (result, seconds)."""
+    with open(log, "a") as out, contextlib.redirect_stdout(out):
+        print(f"$ {what}", flush=True)
         start = time.monotonic()
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
-    if code != 0:
-        raise SystemExit(f"command failed ({code}), see {log}: {' '.join(command)}")
-    return time.monotonic() - start
+        result = fn()
+    return result, time.monotonic() - start
 
 
 def main():
@@ -82,15 +82,22 @@ def main():
     parser.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR")
     parser.add_argument("--collect", action="store_true", help="report finished variants only; train and evaluate nothing")
     parser.add_argument("--ref", default=None, help="FID reference statistics (default: the preset's)")
-    parser.add_argument("--work", default=None, help="run folders (default: runs/ablation[-PRESET][-seedN])")
+    parser.add_argument("--work", default=None, help="run folders (default: ~/.cache/keras_ict/runs/ablation[-PRESET][-seedN])")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/ablation[_PRESET][_seedN].json")
     args = parser.parse_args()
+    os.environ["KERAS_BACKEND"] = args.backend  # before anything imports Keras
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_ict.evaluation import compute_fid
+    from keras_ict.files import cache_root
+    from keras_ict.training import train
+    from keras_ict.zoo import from_preset
+
     data, ref = PRESET_DATA[args.preset]
     # mnist at seed 0 keeps the names of the first runs.
     suffix = ("" if args.preset == "mnist" else f"-{args.preset}") + (f"-seed{args.seed}" if args.seed else "")
     args.data = args.data or data
     args.ref = args.ref or str(REPO / ref)
-    args.work = args.work or str(REPO / "runs" / f"ablation{suffix}")
+    args.work = args.work or str(cache_root() / "runs" / f"ablation{suffix}")
     args.json = args.json or str(REPO / "benchmarks" / "results" / f"ablation{suffix.replace('-', '_')}.json")
     if not Path(args.ref).is_file():
         raise SystemExit(f"reference statistics {args.ref} not found; make them with keras-ict fid-ref (see README)")
@@ -98,11 +105,11 @@ def main():
     reuse = {}
     for item in args.reuse:
         name, sep, folder = item.partition("=")
-        if not sep or name not in VARIANTS or not (REPO / folder / "config.json").is_file():
+        folder = (REPO / Path(folder).expanduser()) if sep else None
+        if not sep or name not in VARIANTS or not (folder / "config.json").is_file():
             raise SystemExit(f"--reuse {item!r}: expected VARIANT=RUN_DIR with a variant in {list(VARIANTS)} and a run folder")
-        reuse[name] = REPO / folder
+        reuse[name] = folder
     ref_sha = hashlib.sha256(Path(args.ref).read_bytes()).hexdigest()
-    env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -113,10 +120,12 @@ def main():
         if args.collect and not (fid_json.is_file() and (run_dir / "final" / "metadata.json").is_file()):
             continue
         overrides = dict(VARIANTS[name], **({"seed": str(args.seed)} if args.seed else {}))
-        sets = [item for key, value in overrides.items() for item in ("--set", f"{key}={value}")]
-        train = [sys.executable, "-m", "keras_ict", "train", "--preset", args.preset, "--data", args.data,
-                 "--steps", str(args.steps), "--out", str(run_dir)] + sets
-        train_s = 0.0 if args.collect else run(train, env, log)
+        train_s = 0.0
+        if not args.collect:
+            data_path = str(REPO / args.data) if not Path(args.data).is_absolute() else args.data
+            _, train_s = logged(log, f"keras_ict.train({args.preset!r}, {str(run_dir)!r}, data={data_path!r}, "
+                                f"steps={args.steps}, overrides={overrides!r})",
+                                lambda: train(args.preset, run_dir, data=data_path, steps=args.steps, overrides=overrides))
         fid_s = 0.0
         if fid_json.is_file():
             old = json.loads(fid_json.read_text())["results"]
@@ -124,8 +133,14 @@ def main():
                     != {(args.fid_num, 1, ref_sha), (args.fid_num, 2, ref_sha)}):
                 raise SystemExit(f"{fid_json} was made with another protocol (count, steps or reference); move it away")
         else:
-            fid_s = run([sys.executable, "-m", "keras_ict", "fid", "--model", str(run_dir / "final"), "--ref", args.ref,
-                         "--num", str(args.fid_num), "--steps", "1,2", "--out", str(fid_json)], env, log)
+            def fid_both():
+                model = from_preset(run_dir / "final")
+                results = [dict(compute_fid(model, args.ref, num=args.fid_num, steps=steps), model=str(run_dir / "final"))
+                           for steps in (1, 2)]
+                write_json(fid_json, {"results": results})
+
+            _, fid_s = logged(log, f"compute_fid({str(run_dir / 'final')!r}, {args.ref!r}, num={args.fid_num}, steps 1 and 2)",
+                              fid_both)
         results = json.loads(fid_json.read_text())["results"]
         meta = json.loads((run_dir / "final" / "metadata.json").read_text())
         if args.collect:
@@ -145,7 +160,7 @@ def main():
 
 
 def _check_finished_run(name, run_dir, meta, steps, preset, seed):
-    # --collect skips `keras-ict train`, which is what normally refuses a folder trained with another recipe.
+    # --collect skips `keras_ict.train`, which is what normally refuses a folder trained with another recipe.
     config = json.loads((run_dir / "config.json").read_text())
     wrong = {k: config.get(k) for k, v in VARIANTS[name].items() if str(config.get(k)) != v}
     if config.get("preset") != preset or config.get("seed", 0) != seed or meta["steps"] != steps or wrong:
