@@ -8,8 +8,8 @@ with `keras_ict.train` in this process (on --backend), so an interrupted run res
 again (across sessions), then `keras_ict.compute_fid` computes FID 1-step and 2-step with the same protocol
 (seeds 0..fid_num-1, the committed reference statistics of the preset's data). Prints a table and writes JSON
 with the compute used (wall time per variant). `--preset cifar10-small` runs the same ablation on CIFAR-10
-(JPEG copy), and `--seed N` (the training seed: initial weights, data order, noise; FID seeds stay 0..fid_num-1) repeats it for run-to-run
-noise, each into its own work folder and JSON.
+(JPEG copy), and `--seed N` (the training seed: initial weights, data order, noise; FID seeds stay
+0..fid_num-1) repeats it for run-to-run noise, each into its own work folder and JSON.
 
 `--collect` runs nothing: it reports the variants that are already finished (final model and FID file)
 and names the ones that are not, so the table can be read while the runs go on in the background. The JSON
