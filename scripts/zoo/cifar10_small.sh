@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
-RUN=runs/zoo/cifar10-small
+RUN="${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo/cifar10-small"  # outside the checkout
 REF=fid_refs/cifar10-jpeg-train.npz
 scripts/zoo/train_cifar10_small.sh
 [ -f "$REF" ] || keras-ict fid-ref --data ../shared/datasets/cifar10_jpeg.tar.gz --split train --out "$REF"

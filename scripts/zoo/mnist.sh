@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
-RUN=runs/zoo/mnist
+RUN="${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo/mnist"  # outside the checkout
 REF=fid_refs/mnist-train-32px.npz
 keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --steps 3000 --out "$RUN"
 [ -f "$REF" ] || keras-ict fid-ref --data ../shared/datasets/mnist.npz --preset mnist --out "$REF"

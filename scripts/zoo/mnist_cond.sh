@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
-RUN=runs/zoo/mnist-cond
+RUN="${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo/mnist-cond"  # outside the checkout
 REF=fid_refs/mnist-train-32px.npz
 scripts/zoo/train_mnist_cond.sh
 [ -f "$REF" ] || keras-ict fid-ref --data ../shared/datasets/mnist.npz --preset mnist --out "$REF"

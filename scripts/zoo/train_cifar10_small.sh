@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
-keras-ict train --preset cifar10-small --data ../shared/datasets/cifar10_jpeg.tar.gz --steps 2000 --out runs/zoo/cifar10-small "$@"
+keras-ict train --preset cifar10-small --data ../shared/datasets/cifar10_jpeg.tar.gz --steps 2000 --out "${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo/cifar10-small" "$@"
