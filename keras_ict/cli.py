@@ -371,6 +371,8 @@ def main(argv=None):
     try:
         return args.func(args)
     except (UserError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+        if os.environ.get("KERAS_ICT_TRACEBACK") == "1":  # for bug reports: the whole traceback
+            raise
         print(f"keras-ict: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. disk full or permission denied while writing: not a bug, no traceback

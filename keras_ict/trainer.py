@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from keras_ict import losses, paper, schedules
-from keras_ict.backends.distribution import num_replicas, replica_id
+from keras_ict.backends.distribution import num_replicas, replica_id, step_logs
 from keras_ict.backends.kernels import no_grad
 from keras_ict.parameterization import ConsistencyModel
 
@@ -307,6 +307,9 @@ class ConsistencyTrainer(keras.Model):
                 self.update_teacher(num_scales)
             self.step.assign(self.step.value + 1)
         return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return step_logs(super().compute_metrics(x, y, y_pred, sample_weight))
 
     def _random_states(self):
         # Keras saves no SeedGenerator state; without these a reload would restart the noise and dropout

@@ -11,6 +11,7 @@ metadata, sample grids). Calling `train` again on the same folder resumes from i
 change between calls. Bad input raises ValueError / FileNotFoundError before any file is written.
 """
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -107,7 +108,7 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
     """
     import keras
 
-    from keras_ict.backends.distribution import STRATEGIES
+    from keras_ict.backends.distribution import STRATEGIES, multiworker_cluster
     from keras_ict.recipes import model_config, resolve_config
 
     if isinstance(recipe, dict):
@@ -131,6 +132,11 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
         raise ValueError("--stop-at-step must be >= 1")
     if strategy is not None and strategy not in STRATEGIES[keras.backend.backend()]:
         raise ValueError(f"--strategy {strategy} is not available on the {keras.backend.backend()} backend")
+    chief = True
+    if strategy == "multiworker":
+        workers, _, chief = multiworker_cluster()
+        if config["batch_size"] % workers:
+            raise ValueError(f"batch size {config['batch_size']} is not divisible by the {workers} workers of TF_CONFIG")
     mode = check_run_dir(run_dir, config, fresh)
     cls_kwargs = model_config(config)["network"]["config"]
     image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
@@ -143,13 +149,35 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
     # Input is valid: from here on files are written, by this process alone.
     from keras_ict.files import folder_lock
 
+    if not chief:
+        return _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
+                                callbacks, verbose)
     with folder_lock(run_dir):
         return _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
                                 callbacks, verbose)
 
 
-def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
+def _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
                      verbose):
+    """A non-chief worker of a multi-process run: it runs every step and callback with the chief (their collective
+    ops need it) but writes into a private temporary folder, removed at the end, as TensorFlow's non-chief
+    writers do; it resumes from the chief's latest checkpoint in `run_dir`, which it only reads."""
+    import tempfile
+
+    from keras_ict.checkpoint import latest_checkpoint
+
+    scratch = Path(tempfile.mkdtemp(prefix="keras-ict-worker-"))
+    try:
+        resume_from = None if mode == "fresh" else latest_checkpoint(run_dir)
+        result = _train_in_folder(config, scratch, "new", info, image_shape, strategy, time_budget_s, stop_at_step,
+                                  callbacks, verbose, resume_from=resume_from)
+        return dataclasses.replace(result, run_dir=run_dir, final=None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
+                     verbose, resume_from=None):
     import keras
 
     from keras_ict import callbacks as cb
@@ -167,7 +195,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
     if not (run_dir / "config.json").is_file() or mode == "resume":
         write_json(run_dir / "config.json", config)  # on resume: only run-length fields can differ
 
-    checkpoint = latest_checkpoint(run_dir)
+    checkpoint = resume_from or latest_checkpoint(run_dir)
     with distribution_scope(strategy):
         if checkpoint is not None:
             trainer, state = load_checkpoint(checkpoint)

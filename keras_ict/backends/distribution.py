@@ -91,3 +91,53 @@ def predict_batch(model, inputs):
         first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         return model.predict(inputs, batch_size=len(first), verbose=0)
     return model.predict_on_batch(inputs)
+
+
+def _multi_worker_replica_context():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and tf.distribute.in_cross_replica_context() is False
+
+
+def step_logs(logs):
+    """The logs a train step returns, in a form Keras can reduce across replicas.
+
+    Under MultiWorkerMirroredStrategy Keras 3 reduces every step output with `strategy.reduce("MEAN", v, axis=0)`,
+    which fails on scalars ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow#72388): there
+    each scalar becomes a vector of one, whose reduction over axis 0 is the scalar mean over the replicas.
+    Elsewhere the logs are returned as they are.
+    """
+    if not _multi_worker_replica_context():
+        return logs
+    return {k: keras.ops.reshape(v, (1,)) if len(getattr(v, "shape", ())) == 0 else v for k, v in logs.items()}
+
+
+def multiworker_cluster():
+    """(number of workers, this worker's index, is chief) from TF_CONFIG, for `--strategy multiworker`.
+
+    The chief is the task of type "chief" if the cluster has one, else worker 0 (TensorFlow's convention). Raises
+    ValueError, naming the problem, when TF_CONFIG is missing or malformed.
+    """
+    import json
+    import os
+
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError("--strategy multiworker needs TF_CONFIG (the cluster's worker addresses and this worker's task), "
+                         'e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}')
+    try:
+        tf_config = json.loads(raw)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        kind, index = task["type"], int(task["index"])
+        tasks = {name: list(addresses) for name, addresses in cluster.items() if name in ("chief", "worker")}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"TF_CONFIG is malformed ({type(error).__name__}: {error}); expected "
+                         '{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}') from None
+    if kind not in tasks or not 0 <= index < len(tasks[kind]):
+        raise ValueError(f"TF_CONFIG task {kind!r} {index} is not in its cluster {tasks}")
+    workers = sum(len(addresses) for addresses in tasks.values())
+    chief = kind == "chief" or ("chief" not in tasks and index == 0)
+    return workers, index, chief
