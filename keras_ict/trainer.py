@@ -63,6 +63,18 @@ def _seed_state_variables(model):
     return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
 
 
+def _index_cdf_table(log_probs):
+    """Per row, the float32 CDF of the index distribution: cdf[j] = P(index <= j), exactly 1.0 from the last
+    interval of positive probability on (padding intervals included), computed in float64."""
+    probs = np.exp(np.asarray(log_probs, dtype=np.float64))
+    cdf = np.cumsum(probs, axis=1) / probs.sum(axis=1, keepdims=True)
+    last = (probs.shape[1] - 1) - np.argmax(probs[:, ::-1] > 0, axis=1)
+    cdf = cdf.astype(np.float32)
+    for row, j in enumerate(last):
+        cdf[row, j:] = 1.0
+    return cdf
+
+
 @keras.saving.register_keras_serializable(package="keras_ict")
 class ConsistencyTrainer(keras.Model):
     """Trains a `ConsistencyModel` with improved consistency training.
@@ -152,8 +164,7 @@ class ConsistencyTrainer(keras.Model):
             sigma_table, logp_table = schedules.noise_tables(
                 list(range(self.s0 + 1, self.s1 + 2)), self.s1, *grid, index_distribution=self.index_distribution)
         self._sigma_table = sigma_table.astype("float32")
-        # -inf rows would turn into NaN in some backends' categorical samplers; -1e30 has probability 0 too.
-        self._logp_table = np.maximum(logp_table, -1e30).astype("float32")
+        self._cdf_table = _index_cdf_table(logp_table)
 
         self.model = consistency_model.build_for_images()
         self.ema_model = ConsistencyModel.from_config(consistency_model.get_config()).build_for_images()
@@ -214,9 +225,12 @@ class ConsistencyTrainer(keras.Model):
         """(sigma_i, sigma_{i+1}, N) for one batch at the current step, using the trainer's noise stream."""
         row, num_scales = self._curriculum_row()
         sigmas = ops.take(ops.convert_to_tensor(self._sigma_table), row, axis=0)
-        logits = ops.take(ops.convert_to_tensor(self._logp_table), row, axis=0)
-        logits = ops.broadcast_to(ops.expand_dims(logits, 0), (batch_size, self.s1))
-        index = ops.reshape(keras.random.categorical(logits, 1, seed=self.noise_seed), (-1,))
+        cdf = ops.take(ops.convert_to_tensor(self._cdf_table), row, axis=0)
+        # Inverse-CDF sampling from one uniform per example: an elementwise draw, the same on any thread count
+        # (TensorFlow's categorical kernel gives other indices for another intra-op thread count).
+        u = keras.random.uniform((batch_size, 1), seed=self.noise_seed)
+        index = ops.sum(ops.cast(ops.greater_equal(u, ops.expand_dims(cdf, 0)), "int32"), axis=1)
+        index = ops.minimum(index, num_scales - 2)  # the last interval's cdf is exactly 1 > u: a guard only
         return ops.take(sigmas, index), ops.take(sigmas, index + 1), num_scales
 
     def draw_noise(self, images):

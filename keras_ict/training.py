@@ -132,9 +132,9 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
         raise ValueError("--stop-at-step must be >= 1")
     if strategy is not None and strategy not in STRATEGIES[keras.backend.backend()]:
         raise ValueError(f"--strategy {strategy} is not available on the {keras.backend.backend()} backend")
-    chief = True
+    chief, worker_index = True, 0
     if strategy == "multiworker":
-        workers, _, chief = multiworker_cluster()
+        workers, worker_index, chief = multiworker_cluster()
         if config["batch_size"] % workers:
             raise ValueError(f"batch size {config['batch_size']} is not divisible by the {workers} workers of TF_CONFIG")
     mode = check_run_dir(run_dir, config, fresh)
@@ -151,22 +151,27 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
 
     if not chief:
         return _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
-                                callbacks, verbose)
+                                callbacks, verbose, worker_index)
     with folder_lock(run_dir):
         return _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
                                 callbacks, verbose)
 
 
 def _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
-                     verbose):
+                     verbose, worker_index):
     """A non-chief worker of a multi-process run: it runs every step and callback with the chief (their collective
     ops need it) but writes into a private temporary folder, removed at the end, as TensorFlow's non-chief
-    writers do; it resumes from the chief's latest checkpoint in `run_dir`, which it only reads."""
+    writers do; it resumes from the chief's latest checkpoint in `run_dir`, which it only reads. The folder's
+    name is fixed per run folder and worker, so a relaunch after a kill removes what the killed worker left."""
+    import hashlib
     import tempfile
 
     from keras_ict.checkpoint import latest_checkpoint
 
-    scratch = Path(tempfile.mkdtemp(prefix="keras-ict-worker-"))
+    key = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    scratch = Path(tempfile.gettempdir()) / f"keras-ict-worker-{key}-{worker_index}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
     try:
         resume_from = None if mode == "fresh" else latest_checkpoint(run_dir)
         result = _train_in_folder(config, scratch, "new", info, image_shape, strategy, time_budget_s, stop_at_step,

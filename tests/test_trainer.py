@@ -276,3 +276,33 @@ def test_curriculum_steps_sets_k_independently_of_total_steps():
     assert seen == {0: 11, 9: 11, 10: 21, 25: 41, 69: 641, 70: 1281, 999: 1281}
     assert assert_config_round_trip(trainer).curriculum_interval == 10
     assert make_trainer(total_steps=80).curriculum_interval == 10  # None: K = total_steps, the paper's choice
+
+
+_NOISE_DRAW = """
+import numpy as np
+from keras import ops
+from keras_ict.recipes import build_trainer, resolve_config
+tiny = {"model_channels": 8, "channel_mult": [1], "attn_resolutions": [], "num_blocks": 1}
+trainer = build_trainer(resolve_config("mnist", {"network_overrides": tiny, "seed": 3}))
+sigma, sigma_next, _ = trainer.sample_noise_levels(64)
+print(ops.convert_to_numpy(sigma).tolist())
+"""
+
+
+@pytest.mark.once("tensorflow")
+def test_noise_levels_do_not_depend_on_the_thread_count():
+    """The index draw is elementwise (inverse CDF of one uniform per example): TensorFlow's categorical kernel
+    drew other indices with another intra-op thread count, so a run resumed on a machine with another core count
+    took another noise stream."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    draws = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS=threads)
+        proc = subprocess.run([sys.executable, "-c", _NOISE_DRAW], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        draws.append(proc.stdout.strip().splitlines()[-1])
+    assert draws[0] == draws[1]
