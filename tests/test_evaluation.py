@@ -289,19 +289,21 @@ def test_training_fid_fields_are_validated_and_do_not_block_resume():
 
 @pytest.mark.once("tensorflow")
 def test_end_to_end_fid_with_the_real_inception_network(tmp_path, shared_dir):
-    """The real Inception network, the committed MNIST reference statistics and the `mnist` zoo entry, 200
+    """The real Inception network, the committed MNIST reference statistics and the `mnist` zoo entry, 100
     images each: real MNIST digits < the zoo model's samples < uniform noise (small-sample FID is biased
-    upwards, so the ordering and the metric's bookkeeping are checked, not values)."""
+    upwards, so the ordering and the metric's bookkeeping are checked, not values; measured at 100: 38.9 /
+    230.9 / 421.7, ratios 0.17 and 0.55 against the bounds 0.5 and 0.8)."""
+    num = 100  # Inception at 299x299 on one CPU thread is most of this test's time
     from keras_ict.zoo import from_preset
 
     ref = REPO / "fid_refs" / "mnist-train-32px.npz"
-    result = evaluation.compute_fid(from_preset("mnist"), ref, num=200, steps=1, progress=False)
-    assert result["metric"] == "fid200_1step" and np.isfinite(result["fid"]) and result["fid"] > 0
-    noise = np.random.default_rng(0).integers(0, 256, (200, 32, 32, 1), dtype=np.uint8)
+    result = evaluation.compute_fid(from_preset("mnist"), ref, num=num, steps=1, progress=False)
+    assert result["metric"] == f"fid{num}_1step" and np.isfinite(result["fid"]) and result["fid"] > 0
+    noise = np.random.default_rng(0).integers(0, 256, (num, 32, 32, 1), dtype=np.uint8)
     mu, sigma = fid.statistics(fid.inception_features(noise))
     noise_fid = fid.frechet_distance(mu, sigma, *fid.load_statistics(ref))
     real = np.concatenate(list(evaluation.reference_images(shared_dir / "datasets" / "mnist.npz", image_size=32, channels=1,
-                                                           num=200)))
+                                                           num=num)))
     mu, sigma = fid.statistics(fid.inception_features(real))
     real_fid = fid.frechet_distance(mu, sigma, *fid.load_statistics(ref))
     assert real_fid < 0.5 * result["fid"] and result["fid"] < 0.8 * noise_fid, (real_fid, result["fid"], noise_fid)
