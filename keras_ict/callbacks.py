@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_ict.backends.distribution import any_process
 from keras_ict.checkpoint import save_checkpoint
 from keras_ict.sampling import generate, save_image_grid
 
@@ -42,7 +43,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
+        # Clocks differ between the processes of a run: all stop after the step at which any one ran out.
+        if any_process(time.monotonic() - self.start >= self.seconds):
             self.expired = True
             self.model.stop_training = True
 

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 BACKENDS = ("jax", "tensorflow", "torch")
+# Every backend's names (keras_ict.backends.distribution.STRATEGIES, which needs Keras imported, says which
+# backend has which; this module parses flags before the backend is chosen).
+STRATEGY_NAMES = ("mirrored", "multiworker", "tpu", "data-parallel", "ddp")
 
 
 class UserError(Exception):
@@ -102,7 +105,8 @@ def cmd_train(args):
     from keras_ict.training import train
 
     result = train(args.preset, args.out, fresh=args.fresh, time_budget_s=budget, stop_at_step=args.stop_at_step,
-                   strategy=args.strategy, overrides=_overrides(args))
+                   strategy=args.strategy, coordinator=args.coordinator, num_processes=args.num_processes,
+                   process_id=args.process_id, connect_timeout_s=args.connect_timeout, overrides=_overrides(args))
     if not result.ok:
         print(f"keras-ict: error: {result.message}", file=sys.stderr)
         return 1
@@ -305,8 +309,15 @@ def build_parser():
     train.add_argument("--seed", type=int)
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any preset field (repeatable)")
     train.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
-    train.add_argument("--strategy", choices=("mirrored", "multiworker", "tpu", "data-parallel"),
-                       help="multi-device training: mirrored|multiworker|tpu (tensorflow), data-parallel (jax)")
+    train.add_argument("--strategy", choices=STRATEGY_NAMES,
+                       help="several devices or processes: mirrored | multiworker (TF_CONFIG) | tpu (tensorflow), "
+                            "data-parallel (jax), ddp (torch, under torchrun)")
+    train.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="data-parallel with several JAX processes: process 0's address (JAX_COORDINATOR_ADDRESS)")
+    train.add_argument("--num-processes", type=int, help="JAX processes in the run (JAX_NUM_PROCESSES)")
+    train.add_argument("--process-id", type=int, help="this JAX process's id, 0 .. N-1 (JAX_PROCESS_ID)")
+    train.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                       help="how long a process waits for its coordinator before failing (default 300)")
     train.set_defaults(func=cmd_train)
 
     sample = sub.add_parser("sample", help="sample a grid PNG or an .npz from a model")

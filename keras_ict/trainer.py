@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from keras_ict import losses, paper, schedules
-from keras_ict.backends.distribution import num_replicas, replica_id, step_logs
+from keras_ict.backends.distribution import mean_over_processes, num_replicas, replica_id, step_logs
 from keras_ict.backends.kernels import no_grad
 from keras_ict.parameterization import ConsistencyModel
 
@@ -236,9 +236,9 @@ class ConsistencyTrainer(keras.Model):
     def draw_noise(self, images):
         """(sigma_i, sigma_{i+1}, N, z) for a batch of images from the trainer's noise stream.
 
-        Under tf.distribute every replica runs the step with the same generator state, so each draws the
-        noise of all replicas and keeps its own slice (elsewhere the replica count is 1 and this is a plain
-        draw): replicas get different noise, and the stream stays one stream.
+        Under tf.distribute every replica, and in a torch `ddp` run every process, runs the step with the same
+        generator state, so each draws the noise of all replicas and keeps its own slice (elsewhere the replica
+        count is 1 and this is a plain draw): replicas get different noise, and the stream stays one stream.
         """
         replicas = num_replicas()
         batch = ops.shape(images)[0]
@@ -310,9 +310,9 @@ class ConsistencyTrainer(keras.Model):
         images, labels = self._unpack(x, y)
         sigma, sigma_next, num_scales, noise = self.draw_noise(images)
         per_sample = self.consistency_loss(images, noise, sigma, sigma_next, labels, training=training)
-        loss = self._batch_mean(ops.zeros_like(per_sample), per_sample)
+        loss = mean_over_processes(self._batch_mean(ops.zeros_like(per_sample), per_sample))
         self.num_scales_tracker.update_state(num_scales)
-        self.sigma_tracker.update_state(ops.mean(sigma_next))
+        self.sigma_tracker.update_state(mean_over_processes(ops.mean(sigma_next)))
         if training:
             # The EMA follows the weights this step starts from: theta_k is folded in while computing the
             # step that produces theta_{k+1} (compute_loss sees no post-update weights on any backend).

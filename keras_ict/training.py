@@ -89,7 +89,8 @@ def check_data(config, model_shape):
 
 
 def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_rate=None, seed=None, fresh=False,
-          time_budget_s=None, stop_at_step=None, strategy=None, callbacks=(), verbose=None, overrides=None, **fields):
+          time_budget_s=None, stop_at_step=None, strategy=None, coordinator=None, num_processes=None, process_id=None,
+          connect_timeout_s=None, callbacks=(), verbose=None, overrides=None, **fields):
     """Trains (or resumes) the run in `run_dir` with a recipe; returns a `TrainResult`.
 
     Args:
@@ -103,12 +104,16 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
         time_budget_s: stop cleanly (checkpoint written) after this many seconds; call again to resume.
         stop_at_step: stop once the step counter reaches this.
         strategy: a distribution strategy name of `keras_ict.backends.distribution.STRATEGIES` for this backend.
+            Several processes: "multiworker" reads TF_CONFIG, "ddp" torchrun's variables, "data-parallel" the
+            next three arguments (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Only the
+            chief / process 0 writes `run_dir`; the others read its checkpoints to resume.
+        coordinator, num_processes, process_id: a several-process JAX run ("HOST:PORT" of process 0).
+        connect_timeout_s: how long a process waits for its coordinator before a ConnectionError (default 300).
         callbacks: extra Keras callbacks for `fit`.
         verbose: Keras' progress bar (default: when stdout is a terminal; otherwise one line per log interval).
     """
-    import keras
 
-    from keras_ict.backends.distribution import STRATEGIES, multiworker_cluster
+    from keras_ict.backends.distribution import check_strategy, planned_processes, start_processes
     from keras_ict.recipes import model_config, resolve_config
 
     if isinstance(recipe, dict):
@@ -130,13 +135,11 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
         raise ValueError(f"time budget must be positive, got {time_budget_s}")
     if stop_at_step is not None and int(stop_at_step) < 1:
         raise ValueError("--stop-at-step must be >= 1")
-    if strategy is not None and strategy not in STRATEGIES[keras.backend.backend()]:
-        raise ValueError(f"--strategy {strategy} is not available on the {keras.backend.backend()} backend")
-    chief, worker_index = True, 0
-    if strategy == "multiworker":
-        workers, worker_index, chief = multiworker_cluster()
-        if config["batch_size"] % workers:
-            raise ValueError(f"batch size {config['batch_size']} is not divisible by the {workers} workers of TF_CONFIG")
+    if connect_timeout_s is not None and not float(connect_timeout_s) > 0:
+        raise ValueError(f"--connect-timeout must be positive, got {connect_timeout_s}")
+    check_strategy(strategy)
+    process_flags = dict(coordinator=coordinator, num_processes=num_processes, process_id=process_id)
+    _check_divisible(config["batch_size"], planned_processes(strategy, **process_flags), strategy)
     mode = check_run_dir(run_dir, config, fresh)
     cls_kwargs = model_config(config)["network"]["config"]
     image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
@@ -146,23 +149,33 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
 
         check_reference(str(config["fid_ref"]), "fid_ref")
 
-    # Input is valid: from here on files are written, by this process alone.
+    # Input is valid: join the run's other processes (a bounded wait for the coordinator), then files are
+    # written, by the one writing process alone.
     from keras_ict.files import folder_lock
 
-    if not chief:
+    processes = start_processes(strategy, connect_timeout_s=connect_timeout_s, **process_flags)
+    _check_divisible(config["batch_size"], processes, strategy)
+    if not processes.writer:
         return _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
-                                callbacks, verbose, worker_index)
+                                callbacks, verbose, processes.index)
     with folder_lock(run_dir):
         return _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
                                 callbacks, verbose)
 
 
+def _check_divisible(batch_size, processes, strategy):
+    source = {"multiworker": "TF_CONFIG", "ddp": "WORLD_SIZE"}.get(strategy, "--num-processes")
+    if processes.count > 1 and batch_size % processes.count:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {processes.count} workers of {source}")
+
+
 def _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
                      verbose, worker_index):
-    """A non-chief worker of a multi-process run: it runs every step and callback with the chief (their collective
-    ops need it) but writes into a private temporary folder, removed at the end, as TensorFlow's non-chief
-    writers do; it resumes from the chief's latest checkpoint in `run_dir`, which it only reads. The folder's
-    name is fixed per run folder and worker, so a relaunch after a kill removes what the killed worker left."""
+    """A process of a multi-process run other than the writer: it runs every step and callback with the writer
+    (collective ops need all processes) but writes into a private temporary folder, removed at the end, as
+    TensorFlow's non-chief writers do; it resumes from the writer's latest checkpoint in `run_dir`, which it only
+    reads. The folder's name is fixed per run folder and worker, so a relaunch after a kill removes what the
+    killed worker left."""
     import hashlib
     import tempfile
 
@@ -186,7 +199,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
     import keras
 
     from keras_ict import callbacks as cb
-    from keras_ict.backends.distribution import distribution_scope, training_replicas
+    from keras_ict.backends.distribution import batch_shard, distribution_scope, prepare_trainer, training_replicas
     from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_final
     from keras_ict.data import load_dataset
     from keras_ict.files import write_json
@@ -208,6 +221,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
         else:
             keras.utils.set_random_seed(config["seed"])
             trainer, state = build_trainer(config), {"step": 0, "wall_s": 0.0}
+    prepare_trainer(trainer)
 
     def current_step():
         return int(keras.ops.convert_to_numpy(trainer.step))
@@ -252,7 +266,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
     dataset = load_dataset(
         config["data"], image_size=image_shape[0], channels=image_shape[2], labels=bool(label_dim),
         num_classes=label_dim or None, batch_size=config["batch_size"], seed=config["seed"], flip=config["flip"],
-        resize=config["resize"], skip_batches=step,
+        resize=config["resize"], skip_batches=step, shard=batch_shard(),
     )
     nan_guard = cb.StopOnNonFinite()
     verbose = (1 if sys.stdout.isatty() else 0) if verbose is None else int(verbose)

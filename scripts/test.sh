@@ -2,6 +2,7 @@
 # Run the whole test suite once per Keras backend, each in its own pytest process.
 # Usage: scripts/test.sh [pytest args...]
 #   KERAS_ICT_BACKENDS="jax torch"   pick backends (default: tensorflow jax torch)
+#   KERAS_ICT_TEST_REPORTS=DIR        keep the passes' JUnit XML files in DIR
 #   KERAS_ICT_TEST_WORKERS=1         pytest-xdist workers per pass (default 2: tests that wait on subprocesses
 #                                    overlap; every worker runs its math on one thread, so two workers do not
 #                                    oversubscribe a 2-core CPU)
@@ -13,8 +14,13 @@ cd "$(dirname "$0")/.."
 scripts/setup_venv.sh || exit 1
 backends=${KERAS_ICT_BACKENDS:-tensorflow jax torch}
 workers=${KERAS_ICT_TEST_WORKERS:-2}
-reports=$(mktemp -d)
-trap 'rm -rf "$reports"' EXIT
+if [ -n "${KERAS_ICT_TEST_REPORTS:-}" ]; then  # keep each pass's JUnit XML there (for per-test timings)
+  reports=$KERAS_ICT_TEST_REPORTS
+  mkdir -p "$reports"
+else
+  reports=$(mktemp -d)
+  trap 'rm -rf "$reports"' EXIT
+fi
 parallel=()
 if [ "$workers" -gt 1 ]; then
   # loadgroup: tests marked @pytest.mark.xdist_group("name") (e.g. ones that need a fixed port or the CPU to

@@ -47,6 +47,16 @@ def test_strategy_names_are_checked_per_backend():
     assert distribution.distribution_scope(None).__enter__() is None
     with pytest.raises(ValueError, match=f"not available on the {BACKEND} backend"):
         distribution.distribution_scope("no-such-strategy")
+    for backend, names in distribution.STRATEGIES.items():
+        for name in names if backend != BACKEND else ():
+            with pytest.raises(ValueError, match=f"--strategy {name} is not available on the {BACKEND} backend; "
+                                                 f"supported there: {', '.join(distribution.STRATEGIES[BACKEND])}"):
+                distribution.planned_processes(name)
+    assert distribution.planned_processes(None) == distribution.ONE_PROCESS
+    # The CLI lists every backend's names before a backend is chosen: the same names.
+    from keras_ict.cli import STRATEGY_NAMES
+
+    assert sorted(STRATEGY_NAMES) == sorted(n for names in distribution.STRATEGIES.values() for n in names)
     assert distribution.num_replicas() == 1 and distribution.replica_id() == 0
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     assert distribution.training_replicas(model) == 1

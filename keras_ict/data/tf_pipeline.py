@@ -68,6 +68,7 @@ def load_dataset(
     cache_dir=None,
     drop_remainder=True,
     skip_batches=0,
+    shard=None,
 ):
     """A tf.data.Dataset of float32 NHWC image batches in [-1, 1], or ``(images, int32 labels)``.
 
@@ -106,6 +107,9 @@ def load_dataset(
             steps already taken when resuming. Whole epochs are skipped without reading data; within an
             epoch only indices are skipped, except for streamed (large) TFDS sources, which read the skipped
             examples of the current epoch.
+        shard: ``(index, count)``: yield only rows ``index * b : (index + 1) * b`` of every batch, ``b =
+            batch_size / count``, so that ``count`` processes reading with indices 0 .. count - 1 read together
+            exactly the batches of one unsharded pipeline (for trainers that do not shard data themselves).
 
     Returns:
         A ``tf.data.Dataset`` with element spec ``float32[B, S, S, C]`` or ``(float32[B, S, S, C],
@@ -125,6 +129,14 @@ def load_dataset(
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
     if num_classes is not None:
         num_classes = positive_int(num_classes, "num_classes")
+    if shard is not None:
+        index, count = shard
+        count = positive_int(count, "shard count")
+        if not drop_remainder:
+            raise ValueError("shard needs drop_remainder=True (every batch cut into equal parts)")
+        if not 0 <= int(index) < count or batch_size % count:
+            raise ValueError(f"shard {tuple(shard)} needs 0 <= index < count and batch_size ({batch_size}) divisible by count")
+        shard = (int(index), count)
 
     settings = dict(
         image_size=image_size,
@@ -138,6 +150,7 @@ def load_dataset(
         repeat=bool(repeat),
         drop_remainder=bool(drop_remainder),
         skip_batches=skip_batches,
+        shard=shard,
     )
     kind, where = resolve_source(source, split, cache_dir)
     if kind == "npz":
@@ -321,6 +334,10 @@ def _finish(ds, s, remaining):
             batch_key = tf.random.experimental.stateless_fold_in(key, number)
             mask = tf.random.stateless_uniform(tf.shape(images)[:1], batch_key, alg="philox") < 0.5
             images = tf.where(mask[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        if s["shard"] is not None:
+            index, count = s["shard"]
+            rows = s["batch_size"] // count
+            images, labels = images[index * rows:(index + 1) * rows], labels[index * rows:(index + 1) * rows]
         return (images, labels) if with_labels else images
 
     ds = ds.map(finish, num_parallel_calls=_AUTOTUNE, deterministic=True)
