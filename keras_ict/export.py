@@ -401,6 +401,20 @@ def export(model, out_dir, formats=FORMATS, two_step_sigma=None, overwrite=False
     return report
 
 
+def _exit_with_parent():
+    """On Linux, a `preexec_fn` that has the kernel SIGKILL the child when this process dies, so that a killed
+    export leaves no TensorFlow helper behind that would still write (and rename into place) an export later."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    def set_parent_death_signal():
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+    return set_parent_death_signal
+
+
 def _export_in_subprocess(model, out, formats, two_step_sigma, overwrite, python):
     """Hands the weights to a TensorFlow-backend process (which can write both formats)."""
     from keras_ict.parameterization import ConsistencyModel
@@ -420,7 +434,7 @@ def _export_in_subprocess(model, out, formats, two_step_sigma, overwrite, python
         if overwrite:
             command.append("--overwrite")
         env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        result = subprocess.run(command, capture_output=True, text=True, env=env, preexec_fn=_exit_with_parent())
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(f"export in a TensorFlow-backend subprocess failed: {lines[-1] if lines else 'no output'}")

@@ -104,3 +104,22 @@ def test_zoo_card_learning_curve_reads_the_run_logs(tmp_path):
                                    "250,judge2k_recognisable_1step,0.1,2000,0-1999\n500,judge2k_fd_1step,500,2000,0-1999\n")
     assert publish.learning_curve(run, 32, tmp_path / "curve.png") is True
     assert (tmp_path / "curve.png").stat().st_size > 5_000
+
+
+@pytest.mark.backend_independent
+def test_multiprocess_scaling_reads_throughput_after_the_warm_up_and_checks_its_input(tmp_path, capsys):
+    scaling = load_script("benchmarks/multiprocess_scaling.py")
+    rows = ["step,images_seen,wall_s,loss,num_scales,mean_sigma"]
+    rows += [f"{s},{8 * s},{30.0 + 0.5 * (s - 1) if s > 1 else 30.0},1.0,11,1.0" for s in range(1, 11)]
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    # Steps 3 .. 10: 7 steps of 8 images in 3.5 s (step 1's 30 s of compilation left out).
+    img_s, timed = scaling.throughput(tmp_path, 3, 8)
+    assert timed == 7 and img_s == pytest.approx(7 * 8 / 3.5)
+    with pytest.raises(RuntimeError, match="fewer than 2 steps after the warm-up of 10"):
+        scaling.throughput(tmp_path, 10, 8)
+    for args, message in ((["--batch-size", "7"], "divisible by 2"), (["--steps", "5", "--warmup", "4"], "must exceed"),
+                          (["--data", str(tmp_path / "none.npz")], "does not exist")):
+        with pytest.raises(SystemExit):
+            scaling.main(args + ["--json", str(tmp_path / "out.json")])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()

@@ -145,12 +145,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="no multi-device strategy on Keras' torch backend")
+# TensorFlow's MirroredStrategy over two devices of one process. JAX's data-parallel path through the CLI is the
+# two-process test (tests/test_multiprocess.py), its 2-device step equality tests/test_distribution.py; torch's
+# several-device path is ddp (several processes).
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tensorflow's one-process multi-device strategy")
 def test_train_with_strategy_flag_splits_the_batch_over_two_devices(tmp_path, shared_dir):
-    strategy = "mirrored" if BACKEND == "tensorflow" else "data-parallel"
+    strategy = "mirrored"
     data = shared_dir / "datasets" / "mnist_small.npz"
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
-    args = tiny_args(data, tmp_path / "run", "--steps", "2", "--strategy", strategy)
+    one_level = json.dumps(dict(json.loads(TINY_NET), channel_mult=[1]))  # a third of the layers to trace
+    args = tiny_args(data, tmp_path / "run", "--steps", "2", "--strategy", strategy, "--set", f"network_overrides={one_level}")
     proc = subprocess.run([sys.executable, "-c", TWO_CPU_DEVICES, *args], capture_output=True, text=True, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "batch 8 over 2 replicas" in proc.stdout, proc.stdout

@@ -5,6 +5,7 @@ run on its output. Loading the exports needs tensorflow and onnxruntime (the `ex
 """
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -35,6 +36,12 @@ def tiny_model(preset="mnist-cond", seed=1, network=TINY):
     return model
 
 
+# From JAX and from torch, `export` hands the weights to a TensorFlow process in the same way (a .keras file): the
+# torch pass checks that hand-off, and JAX's outputs equal TensorFlow's and torch's for the same weights
+# (test_cross_backend.py), so the JAX pass skips the export fixture (minutes of XLA compilations).
+not_on_jax = pytest.mark.skipif(keras.backend.backend() == "jax", reason="the hand-off is checked in the torch pass")
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     model = tiny_model(network=ONE_LEVEL)
@@ -43,6 +50,7 @@ def exported(tmp_path_factory):
     return model, out, report
 
 
+@not_on_jax
 @pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_export_writes_every_endpoint_and_verifies(exported):
     model, out, report = exported
@@ -56,6 +64,7 @@ def test_export_writes_every_endpoint_and_verifies(exported):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+@not_on_jax
 @pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_onnx_names_dynamic_batch_and_equality_with_generate(exported):
     model, out, _ = exported
@@ -83,6 +92,7 @@ def test_onnx_names_dynamic_batch_and_equality_with_generate(exported):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@not_on_jax
 @pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_saved_model_signatures(exported):
     model, out, _ = exported
@@ -190,3 +200,32 @@ def test_inference_examples_without_keras_ict(exported, script, steps, tmp_path)
     sigmas = [80.0] if steps == 1 else [80.0, 0.821]
     want = image_grid(generate(model, range(6), sigmas=sigmas, labels=[s % 10 for s in range(6)]), ncols=3)[..., 0]
     assert got.shape == want.shape and np.max(np.abs(got.astype(int) - want.astype(int))) <= 1
+
+
+@pytest.mark.backend_independent
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_export_helper_process_dies_with_its_parent(tmp_path):
+    """A SIGKILLed JAX/torch export must not leave its TensorFlow helper running (it would still write the export
+    later): the helper is started with `_exit_with_parent`. Here the helper is a `sleep` whose parent is killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; from keras_ict.export import _exit_with_parent;"
+        "child = subprocess.Popen(['sleep', '120'], preexec_fn=_exit_with_parent());"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(120)")])
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()):
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split(")")[1][:3]:
+        assert time.monotonic() < deadline, "the helper outlived its killed parent"
+        time.sleep(0.1)

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}
 STEPS, BATCH = 4, 8
 SETTINGS = dict(network_overrides=TINY, log_every=1, checkpoint_every=1, keep_checkpoints=10, sample_count=4)
-# One resolution level: the JAX and torch runs compile or trace fewer layers (TF's keeps the two-level network).
+# One resolution level: every engine traces or compiles a third of the layers of the two-level network.
 SMALL = dict(SETTINGS, network_overrides=dict(TINY, channel_mult=[1]))
 
 
@@ -68,7 +68,7 @@ def _launch_tf_workers(run_dir, data, tmp_root, ports):
         env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch),
                    TF_CONFIG=json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}))
         log = open(tmp_root / f"worker{index}.log", "a")
-        procs.append(subprocess.Popen([sys.executable] + _train_command(run_dir, data, "multiworker", SETTINGS),
+        procs.append(subprocess.Popen([sys.executable] + _train_command(run_dir, data, "multiworker", SMALL),
                                       stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO))
     return procs
 
@@ -87,8 +87,8 @@ def _launch_jax_processes(run_dir, data, tmp_root, ports):
     for index in range(2):
         scratch = tmp_root / f"tmp{index}"
         scratch.mkdir(exist_ok=True)
+        # Inherits this process's XLA_FLAGS (the suite's code-generation flags), as the reference run here has them.
         env = dict(os.environ, KERAS_BACKEND="jax", TMPDIR=str(scratch))
-        env.pop("XLA_FLAGS", None)  # one CPU device per process, as one process has in the reference run
         log = open(tmp_root / f"worker{index}.log", "a")
         flags = ["--coordinator", f"127.0.0.1:{ports[0]}", "--num-processes", "2", "--process-id", str(index)]
         procs.append(subprocess.Popen([sys.executable] + _train_command(run_dir, data, "data-parallel", SMALL) + flags,
@@ -175,7 +175,7 @@ def test_two_tf_workers_equal_one_process_write_once_and_resume_after_a_kill(tmp
     from keras_ict.training import train
 
     data = shared_dir / "datasets" / "mnist_small.npz"
-    single = train("mnist", tmp_path / "single", data=str(data), steps=STEPS, batch_size=BATCH, **SETTINGS)
+    single = train("mnist", tmp_path / "single", data=str(data), steps=STEPS, batch_size=BATCH, **SMALL)
     assert single.status == "finished"
 
     run_dir, logs = tmp_path / "two", tmp_path / "logs"

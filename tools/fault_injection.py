@@ -12,9 +12,9 @@ unless training finished. A finished run's weights (student and EMA) are compare
 the same command: resume is exact, so they must be equal. If a run finishes before enough kills have landed,
 a fresh run starts (a new round) until they have.
 
-Export: `keras-ict export` of the finished run is SIGKILLed at random moments; afterwards the output folder
-must either be absent or complete (export.json present and every file it names loadable), then a last
-uninterrupted export must succeed.
+Export: `keras-ict export` of the finished run is SIGKILLed at random moments (a fraction of one export's time,
+measured first or given as --export-seconds); afterwards the output folder must either be absent or complete
+(export.json present and every file it names loadable), then a last uninterrupted export must succeed.
 
 Prints a table of every kill and writes JSON.
 """
@@ -183,6 +183,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=12, help="training kills (at least)")
     parser.add_argument("--export-kills", type=int, default=4)
+    parser.add_argument("--export-seconds", type=float,
+                        help="how long an export takes here (kill delays are drawn from it); default: time one export")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
     parser.add_argument("--seed", type=int, default=0)
@@ -269,8 +271,9 @@ def main(argv=None):
 
     export_out = work / "export"
     export_cmd = [sys.executable, "-m", "keras_ict", "export", "--model", str(run / "final"), "--out", str(export_out),
-                  "--formats", "saved_model,onnx", "--overwrite"]
-    if args.export_kills:
+                  "--formats", "saved_model,onnx", "--overwrite", "--backend", "tensorflow"]
+    export_s = args.export_seconds
+    if args.export_kills and export_s is None:
         t0 = time.monotonic()
         subprocess.run(export_cmd, check=True, env=env, cwd=REPO, capture_output=True)
         export_s = time.monotonic() - t0

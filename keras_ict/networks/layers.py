@@ -336,8 +336,8 @@ class GroupNorm(keras.layers.Layer):
             return ops.cast(kernels.torch_group_norm_nhwc(xf, self.groups, gamma, beta, self.eps), dtype)
         # Statistics as per-channel means over H and W, then averaged over each group's channels (every
         # channel has H * W values, so this is the group mean): reductions that keep the channel axis
-        # innermost, which TensorFlow runs about 1.6x faster (forward + backward) than one reduction over
-        # (H, W, C / G). gamma is folded into the scale: one pass fewer over the activations.
+        # innermost, which TensorFlow runs faster (forward + backward) than one reduction over (H, W, C / G)
+        # (measured in BUILD_NOTES.md, "Speed"). gamma is folded into the scale: one pass fewer over the activations.
         mean = self._group_mean(ops.mean(xf, axis=(1, 2), keepdims=True))
         centred = xf - mean
         var = self._group_mean(ops.mean(ops.square(centred), axis=(1, 2), keepdims=True))
