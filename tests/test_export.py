@@ -1,7 +1,8 @@
 """Exports to TF SavedModel and ONNX: endpoints, names, dynamic batch, equality with `generate`, atomic writes.
 
-On the jax and torch backends `export` hands the weights to a TensorFlow-backend subprocess; the same checks
-run on its output. Loading the exports needs tensorflow and onnxruntime (the `export` extra).
+On the jax and torch backends `export` hands the weights to a TensorFlow-backend subprocess (checked once, from
+torch, through the CLI); the export fixture's checks run where the export runs in-process, on tensorflow.
+Loading the exports needs tensorflow and onnxruntime (the `export` extra).
 """
 
 import json
@@ -36,10 +37,13 @@ def tiny_model(preset="mnist-cond", seed=1, network=TINY):
     return model
 
 
-# From JAX and from torch, `export` hands the weights to a TensorFlow process in the same way (a .keras file): the
-# torch pass checks that hand-off, and JAX's outputs equal TensorFlow's and torch's for the same weights
-# (test_cross_backend.py), so the JAX pass skips the export fixture (minutes of XLA compilations).
-not_on_jax = pytest.mark.skipif(keras.backend.backend() == "jax", reason="the hand-off is checked in the torch pass")
+# The export fixture's checks run in the TensorFlow pass, where `export` runs in-process. From JAX and torch,
+# `export` hands the weights to a TensorFlow process in the same way (a .keras file); the torch pass checks that
+# hand-off end to end (test_unconditional_export_through_the_cli: ONNX output equals torch's `generate`), and
+# every backend's outputs equal the others' for the same weights (test_cross_backend.py): rebuilding the fixture
+# through the hand-off in each pass cost minutes per pass.
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                     reason="the export fixture is checked in the tensorflow pass")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def exported(tmp_path_factory):
     return model, out, report
 
 
-@not_on_jax
+@tensorflow_only
 @pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_export_writes_every_endpoint_and_verifies(exported):
     model, out, report = exported
@@ -64,7 +68,7 @@ def test_export_writes_every_endpoint_and_verifies(exported):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
-@not_on_jax
+@tensorflow_only
 @pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_onnx_names_dynamic_batch_and_equality_with_generate(exported):
     model, out, _ = exported
@@ -92,7 +96,7 @@ def test_onnx_names_dynamic_batch_and_equality_with_generate(exported):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-@not_on_jax
+@tensorflow_only
 @pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
 def test_saved_model_signatures(exported):
     model, out, _ = exported
@@ -173,7 +177,7 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.xdist_group("export-fixture")  # one worker builds the module fixture once
-@pytest.mark.backend_independent
+@pytest.mark.once("tensorflow")  # backend-independent, but it shares the fixture of the tensorflow pass
 @pytest.mark.parametrize("script,steps", [("onnx_generate.py", 1), ("onnx_generate.py", 2), ("savedmodel_generate.py", 2)])
 def test_inference_examples_without_keras_ict(exported, script, steps, tmp_path):
     """The examples import neither keras nor keras_ict and reproduce `generate` for the same seeds."""
