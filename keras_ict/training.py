@@ -112,8 +112,7 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
         callbacks: extra Keras callbacks for `fit`.
         verbose: Keras' progress bar (default: when stdout is a terminal; otherwise one line per log interval).
     """
-
-    from keras_ict.backends.distribution import check_strategy, planned_processes, start_processes
+    from keras_ict.backends.distribution import planned_processes, start_processes
     from keras_ict.recipes import model_config, resolve_config
 
     if isinstance(recipe, dict):
@@ -137,7 +136,6 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
         raise ValueError("--stop-at-step must be >= 1")
     if connect_timeout_s is not None and not float(connect_timeout_s) > 0:
         raise ValueError(f"--connect-timeout must be positive, got {connect_timeout_s}")
-    check_strategy(strategy)
     process_flags = dict(coordinator=coordinator, num_processes=num_processes, process_id=process_id)
     _check_divisible(config["batch_size"], planned_processes(strategy, **process_flags), strategy)
     mode = check_run_dir(run_dir, config, fresh)

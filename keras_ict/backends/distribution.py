@@ -18,12 +18,12 @@ import numpy as np
 
 
 def _torch_processes():
-    """(world size, rank) of an initialized torch.distributed process group, else None."""
+    """(world size, rank) of an initialized torch.distributed process group of several processes, else None."""
     if keras.backend.backend() != "torch":
         return None
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return None
     return dist.get_world_size(), dist.get_rank()
 
@@ -327,7 +327,6 @@ def start_processes(strategy, coordinator=None, num_processes=None, process_id=N
         # wait in the next step's all-reduce: keep it long.
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=max(1800.0, timeout_s)))
-        return planned
     return planned
 
 
@@ -336,7 +335,7 @@ def prepare_trainer(trainer):
     each trainable variable's gradient is averaged over the processes as soon as backward accumulates it (what
     DDP does, without its bucketing); elsewhere nothing."""
     processes = _torch_processes()
-    if processes is None or processes[0] == 1 or getattr(trainer, "_gradients_averaged", False):
+    if processes is None or getattr(trainer, "_gradients_averaged", False):
         return
     import torch.distributed as dist
 
@@ -359,7 +358,7 @@ def mean_over_processes(value):
     process's own `value` (the gradient hooks of `prepare_trainer` average those); elsewhere `value` itself.
     For logs that read the same on every process: the loss of the global batch."""
     processes = _torch_processes()
-    if processes is None or processes[0] == 1:
+    if processes is None:
         return value
     import torch.distributed as dist
 
@@ -372,7 +371,7 @@ def any_process(flag):
     """True when `flag` is true on any process of the run (every process must call this at the same point): for
     stop decisions taken from local clocks, so that all processes stop after the same step."""
     backend = keras.backend.backend()
-    if backend == "torch" and (processes := _torch_processes()) is not None and processes[0] > 1:
+    if backend == "torch" and _torch_processes() is not None:
         import torch
         import torch.distributed as dist
 
@@ -401,6 +400,4 @@ def batch_shard():
     (a torch `ddp` run); None where the engine shards the data itself (tf.distribute, keras.distribution) or
     there is one process."""
     processes = _torch_processes()
-    if processes is None or processes[0] == 1:
-        return None
-    return processes[1], processes[0]
+    return None if processes is None else (processes[1], processes[0])
