@@ -94,6 +94,12 @@ COMBINATIONS = {
     "ew-lr1e-3-width16": ({**_EW, **_LR1E3, "network_overrides": {"model_channels": 16}},
                           "EMA warm-up, lr 1e-3, 16 base channels"),
     "ew-lr1e-3-batch64": ({**_EW, **_LR1E3, "batch_size": 64}, "EMA warm-up, lr 1e-3, batch 64"),
+    # Session 11: s1 again, now through the warmed-up EMA, with the curriculum spread over the whole 80k-image
+    # run (the 32k screen could not tell s1 apart through an EMA that lagged the whole run).
+    "ew-lr1e-3-curr80k": ({**_EW, **_LR1E3, "curriculum_images": 80_000},
+                          "EMA warm-up, lr 1e-3, s1 1280, curriculum over 80k images"),
+    "ew-lr1e-3-s1-150-curr80k": ({**_EW, **_LR1E3, "s1": 150, "curriculum_images": 80_000},
+                                 "EMA warm-up, lr 1e-3, s1 150, curriculum over 80k images"),
 }
 KEEP_ALL_CHECKPOINTS = 100_000
 
@@ -145,7 +151,7 @@ def train_variant(name, args, preset_batch):
 def judge_variant(run_dir, args, env, log):
     """Scores the run's unscored checkpoints with the digit judge in a subprocess (the same backend and threads)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--score-run", str(run_dir), "--judge-num",
-               str(args.judge_num), "--preset", args.preset]
+               str(args.judge_num), "--judge-every", str(args.judge_every), "--preset", args.preset]
     with open(log, "a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
@@ -161,8 +167,9 @@ def judge_metric(num, what, steps):
 JUDGE_FIELDS = {"judge_fd": "fd", "judge_recognisable": "recognisable", "judge_label_accuracy": "label_accuracy"}
 
 
-def score_run(run_dir, num):
-    """Appends digit-judge scores (1- and 2-step) of every complete, unscored checkpoint to RUN_DIR/judge.csv."""
+def score_run(run_dir, num, every_images=0):
+    """Appends digit-judge scores (1- and 2-step) of every complete, unscored checkpoint to RUN_DIR/judge.csv
+    (with `every_images`, only of checkpoints at a multiple of that many images, and the last one)."""
     from keras_ict.checkpoint import load_checkpoint
     from keras_ict.digit_judge import DigitJudge, judge_model
     from keras_ict.files import atomic_write_text
@@ -179,9 +186,11 @@ def score_run(run_dir, num):
     root = run_dir / "checkpoints"
     folders = sorted(p for p in root.iterdir() if p.name.startswith("step_") and (p / "state.json").is_file()) \
         if root.is_dir() else []
+    batch = int(config["batch_size"])
+    last = max((int(p.name.split("_")[1]) for p in folders), default=0)
     for folder in folders:
         step = int(folder.name.split("_")[1])
-        if step in done:
+        if step in done or (every_images and step != last and (step * batch) % every_images):
             continue
         trainer, _ = load_checkpoint(folder)
         rows = []
@@ -248,7 +257,16 @@ def collect(args):
         name = run_dir.name
         row["variant"] = name
         row["what"] = {**VARIANTS, **COMBINATIONS}.get(name, (None, "not in VARIANTS"))[1]
+        row["source"] = "run folder"
         rows[name] = row
+    # Run folders do not always outlive the machine they trained on: a variant whose folder is gone keeps the
+    # curve an earlier --collect wrote.
+    if Path(args.json).is_file():
+        for row in json.loads(Path(args.json).read_text()).get("variants", []):
+            if row.get("variant") and row["variant"] not in rows:
+                kept = "earlier JSON (its run folder was not on the machine that collected)"
+                source = row.get("source", "run folder")
+                rows[row["variant"]] = dict(row, source=kept if source == "run folder" else source)
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
         "versions": versions(),
@@ -361,6 +379,8 @@ def main():
     parser.add_argument("--png", default=None, help="default: next to the JSON")
     parser.add_argument("--judge-num", type=int, default=None,
                         help="digit-judge samples per checkpoint (0: off; default 2000 on MNIST presets, else 0)")
+    parser.add_argument("--judge-every", type=int, default=0,
+                        help="score only checkpoints at multiples of this many images, and the last (0: every one)")
     parser.add_argument("--judge-only", action="store_true", help="train nothing; score unscored checkpoints")
     parser.add_argument("--score-run", help=argparse.SUPPRESS)  # one run folder, in the worker's subprocess
     parser.add_argument("--collect", action="store_true", help="train nothing; write JSON and PNG from the run folders")
@@ -369,10 +389,12 @@ def main():
         args.judge_num = 2000 if args.preset.startswith("mnist") else 0
     if args.judge_num and not args.preset.startswith("mnist"):
         parser.error(f"the digit judge scores MNIST models only; use --judge-num 0 with preset {args.preset}")
+    if args.judge_every < 0:
+        parser.error(f"--judge-every must be >= 0, got {args.judge_every}")
     if args.judge_num and args.judge_num < 2:
         parser.error(f"--judge-num must be 0 (off) or >= 2, got {args.judge_num}")
     if args.score_run:
-        score_run(args.score_run, args.judge_num)
+        score_run(args.score_run, args.judge_num, args.judge_every)
         return
 
     names = args.variants or list(VARIANTS)

@@ -91,6 +91,18 @@ def test_recipe_study_collect_writes_curves_from_run_folders(tmp_path):
     table = proc.stdout.splitlines()
     assert table[2].startswith("| s1-150 |")  # best two-step FID first
 
+    # A variant whose run folder is gone (a new machine) keeps its row from the earlier JSON; present ones are re-read.
+    report["variants"].append(dict(rows["base"], variant="lost-variant", source="run folder"))
+    out.write_text(json.dumps(report))
+    (work / "base" / "fid.csv").unlink()
+    proc = subprocess.run([sys.executable, "benchmarks/recipe_study.py", "--collect", "--work", str(work), "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["variants"]}
+    assert sorted(rows) == ["base", "lost-variant", "s1-150"]
+    assert rows["lost-variant"]["source"].startswith("earlier JSON") and rows["lost-variant"]["points"]
+    assert rows["base"]["source"] == "run folder" and rows["base"]["points"] == []
+
 
 @pytest.mark.backend_independent
 def test_zoo_card_learning_curve_reads_the_run_logs(tmp_path):

@@ -94,6 +94,23 @@ def test_recipe_study_scores_each_checkpoint_once(tmp_path):
 
 
 @pytest.mark.backend_independent
+def test_recipe_study_judge_every_scores_multiples_and_the_last_checkpoint(tmp_path):
+    from test_benchmark_scripts import _load_recipe_study
+
+    study = _load_recipe_study()
+    run = tmp_path / "run"
+    trainer = _tiny_trainer()
+    trainer(np.zeros((2, 32, 32, 1), np.float32))
+    for step in (1, 2, 3, 4, 5):
+        trainer.step.assign(step)
+        save_checkpoint(trainer, run, keep=10)
+    (run / "config.json").write_text('{"sigma_max": 80.0, "two_step_sigma": 0.821, "batch_size": 8}')
+    study.score_run(run, 4, every_images=16)  # steps 2 and 4 are at 16 and 32 images; 5 is the last
+    with open(run / "judge.csv") as f:
+        assert sorted({int(r["step"]) for r in csv.DictReader(f)}) == [2, 4, 5]
+
+
+@pytest.mark.backend_independent
 def test_training_the_judge_writes_a_loadable_file_and_checks_arguments(tmp_path, shared_dir):
     out, mnist_small = tmp_path / "judge.npz", shared_dir / "datasets" / "mnist_small.npz"
     proc = subprocess.run([sys.executable, "-m", "keras_ict.digit_judge", "--data", str(mnist_small), "--out", str(out),
