@@ -186,7 +186,7 @@ def score_run(run_dir, num, every_images=0):
     root = run_dir / "checkpoints"
     folders = sorted(p for p in root.iterdir() if p.name.startswith("step_") and (p / "state.json").is_file()) \
         if root.is_dir() else []
-    batch = int(config["batch_size"])
+    batch = int(config["batch_size"]) if every_images else 0
     last = max((int(p.name.split("_")[1]) for p in folders), default=0)
     for folder in folders:
         step = int(folder.name.split("_")[1])
