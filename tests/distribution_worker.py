@@ -38,8 +38,10 @@ Z = rng.standard_normal(X.shape).astype("float32")
 
 def build():
     keras.utils.set_random_seed(0)
-    net = SongUNet(img_resolution=8, in_channels=1, out_channels=1, model_channels=16, channel_mult=[1, 2], num_blocks=1,
-                   attn_resolutions=[4], dropout=0.0, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
+    # One resolution level (with attention): the engines trace or compile a third of the two-level network's layers;
+    # resampling layers hold nothing a strategy treats differently from the convolutions kept here.
+    net = SongUNet(img_resolution=8, in_channels=1, out_channels=1, model_channels=16, channel_mult=[1], num_blocks=1,
+                   attn_resolutions=[8], dropout=0.0, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
                    resample_filter=[1, 3, 3, 1], fourier_scale=0.02, seed=0)
     trainer = ConsistencyTrainer(ConsistencyModel(net), total_steps=100, ema_decay=0.5, seed=0)
     trainer.compile(optimizer=keras.optimizers.SGD(0.05))

@@ -46,12 +46,19 @@ tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="the export fixture is checked in the tensorflow pass")
 
 
+_EXPORTED = {}  # per worker process: see `exported`
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model = tiny_model(network=ONE_LEVEL)
-    out = tmp_path_factory.mktemp("export") / "out"
-    report = ex.export(model, out)
-    return model, out, report
+    """One export per worker process. Not left to the module scope alone: pytest tears a module fixture down
+    whenever a worker's next test is in another module, and the `once` tests (sorted first) split this module's
+    tests, which rebuilt the export four times per pass (~60 s each)."""
+    if not _EXPORTED:
+        model = tiny_model(network=ONE_LEVEL)
+        out = tmp_path_factory.mktemp("export") / "out"
+        _EXPORTED["value"] = (model, out, ex.export(model, out))
+    return _EXPORTED["value"]
 
 
 @tensorflow_only

@@ -89,3 +89,39 @@ def test_tests_sharing_an_expensive_module_fixture_share_a_worker(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     unmarked = json.loads(out.read_text())
     assert not unmarked, unmarked
+
+
+_GROUPED_TESTS = """
+import os
+from pathlib import Path
+
+import pytest
+
+OUT = Path(os.environ["GROUP_CHECK_OUT"])
+
+
+@pytest.mark.parametrize("i", range(6))
+@pytest.mark.xdist_group("together")
+def test_grouped(i):
+    (OUT / f"grouped{i}").write_text(os.environ.get("PYTEST_XDIST_WORKER", "none"))
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_free(i):
+    pass
+"""
+
+
+def test_xdist_groups_put_their_tests_on_one_worker(tmp_path):
+    """`--dist loadgroup` as scripts/test.sh runs it really keeps an xdist_group on one worker (it silently did not
+    with pytest 9 and pytest-xdist 3.8: every expensive module fixture was then built on both workers)."""
+    (tmp_path / "test_grouped.py").write_text(_GROUPED_TESTS)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_grouped.py")],
+                          capture_output=True, text=True, env=dict(os.environ, GROUP_CHECK_OUT=str(out)), cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    workers = {p.read_text() for p in out.iterdir()}
+    assert len(list(out.iterdir())) == 6 and len(workers) == 1 and workers != {"none"}, workers
