@@ -135,3 +135,15 @@ def test_multiprocess_scaling_reads_throughput_after_the_warm_up_and_checks_its_
             scaling.main(args + ["--json", str(tmp_path / "out.json")])
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.backend_independent
+def test_zoo_config_names_the_fid_statistics_by_repo_path(tmp_path):
+    publish = load_script("scripts/zoo/publish.py")
+    copy = tmp_path / "mnist-train-32px.npz"  # the same file in another worktree
+    copy.write_bytes((REPO / "fid_refs" / "mnist-train-32px.npz").read_bytes())
+    config = {"network": {}, "training": {"fid_ref": str(copy), "seed": 0}}
+    assert publish.portable_config(config)["training"] == {"fid_ref": "fid_refs/mnist-train-32px.npz", "seed": 0}
+    assert config["training"]["fid_ref"] == str(copy)  # the run's own config is left as it is
+    copy.write_bytes(b"other statistics")
+    assert publish.portable_config(config)["training"]["fid_ref"] == str(copy)  # not the same file: kept

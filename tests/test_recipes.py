@@ -42,7 +42,7 @@ def test_build_trainer_from_cpu_preset():
     trainer = recipes.build_trainer(config)
     assert trainer.model.conditional and trainer.model.label_dim == 10
     assert trainer.model.image_shape == (32, 32, 1)
-    assert trainer.total_steps == 5000 and trainer.ema_decay == 0.999
+    assert trainer.total_steps == config["total_steps"] == 2500 and trainer.ema_decay == 0.999 and trainer.ema_warmup
     assert type(trainer.optimizer).__name__ == "RAdam"
     assert trainer.model.network.get_config()["dropout"] == 0.1
 
@@ -76,3 +76,22 @@ def test_old_names_are_aliases():
     assert presets.resolve_config is recipes.resolve_config and presets.preset_names() == recipes.recipe_names()
     assert networks.NETWORK_PRESETS is architectures.ARCHITECTURES
     assert networks.network_from_preset is architectures.build_architecture
+
+
+@pytest.mark.backend_independent
+def test_cpu_recipes_hold_the_recipe_study_winner_and_paper_recipes_do_not():
+    """The CPU recipes' studied fields are those of the study variant RECIPE_SOURCES names (whose run is the
+    published `mnist` entry); the paper's recipes keep the paper's EMA, learning rate and curriculum."""
+    from harness import load_script
+
+    study = load_script("benchmarks/recipe_study.py")
+    fields, batch = study.variant_overrides(recipes.RECIPE_SOURCES["mnist"]["study_variant"], 32)
+    curriculum_steps = fields.pop("curriculum_steps")
+    for name in ("mnist", "mnist-cond", "cifar10-small"):
+        config = recipes.resolve_config(name)
+        assert {k: config[k] for k in fields} == fields, name
+        assert config["batch_size"] == batch and config["total_steps"] == curriculum_steps  # K = the whole run
+        assert config["curriculum_steps"] is None
+    for name in ("cifar10", "cifar10-deep", "imagenet64"):
+        config = recipes.resolve_config(name)
+        assert (config["ema_warmup"], config["lr_warmup_steps"], config["s1"]) == (False, 0, 1280), name

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from harness import load_script
+from keras_ict import recipes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,8 @@ def test_network_config_comes_from_presets(tb):
     assert sum(p.numel() for p in net.parameters()) == 56_395_523  # EDM's NCSN++ CIFAR-10 count
     training, kwargs = tb.resolve(preset="mnist-cond")
     assert kwargs["label_dim"] == 10 and kwargs["in_channels"] == 1 and kwargs["dropout"] == 0.1
-    assert training["learning_rate"] == 2e-4 and training["ema_decay"] == 0.999
+    cpu = recipes.RECIPES["mnist-cond"]
+    assert training["learning_rate"] == cpu["learning_rate"] and training["ema_decay"] == cpu["ema_decay"]
     assert tb.resolve(preset="ncsnpp_small")[1]["model_channels"] == 32  # a network name, as train_throughput
     with pytest.raises(ValueError, match="SongUNet only"):
         tb.resolve(network="adm_imagenet64")
@@ -80,7 +82,7 @@ def test_loss_matches_keras_trainer(tb, preset):
         else:
             state[key] = (value + rng.normal(0, 0.1, value.shape)).astype("float32")
     load_edm_state_dict(model.network, state)
-    trainer = ConsistencyTrainer(model, total_steps=config["total_steps"], seed=0)
+    trainer = ConsistencyTrainer(model, total_steps=config["total_steps"], s0=config["s0"], s1=config["s1"], seed=0)
 
     training, kwargs = tb.resolve(preset=preset, overrides={"dropout": 0.0})
     net = tb.SongUNet(**kwargs)

@@ -57,6 +57,21 @@ def judge_rows(model, sampling, num):
     return rows
 
 
+def portable_config(config):
+    """The model's config.json for the zoo: a training field naming a file of this checkout by an absolute path
+    (the FID statistics of a run trained from another worktree) becomes the repo-relative path of the same file."""
+    import filecmp
+
+    config = json.loads(json.dumps(config))
+    training = config.get("training", {})
+    ref = training.get("fid_ref")
+    if isinstance(ref, str) and Path(ref).is_absolute():
+        local = REPO / "fid_refs" / Path(ref).name
+        if local.is_file() and Path(ref).is_file() and filecmp.cmp(ref, local, shallow=False):
+            training["fid_ref"] = local.relative_to(REPO).as_posix()
+    return config
+
+
 def learning_curve(run_dir, batch_size, path):
     """FID and digit-judge points logged during training (fid.csv, judge.csv of the run) against images seen,
     drawn to `path`; False when the run logged none."""
@@ -215,7 +230,7 @@ def main(argv=None):
             os.replace(item, tmp / item.name)
         (tmp / "export").rmdir()
         export_report = json.loads((tmp / "export.json").read_text())
-        shutil.copy2(final / "config.json", tmp / "config.json")
+        write_json(tmp / "config.json", portable_config(config))
         shutil.copy2(final / "model.weights.h5", tmp / "model.weights.h5")
         # Conditional grids: one column per class (label = seed % classes, as in the FID protocol).
         ncols = int(model.label_dim) if model.conditional else 8

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
-keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --steps 3000 --out "${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo/mnist" "$@"
+keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --steps 2500 --set curriculum_steps=2500 --out "${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo/mnist" "$@"
