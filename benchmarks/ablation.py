@@ -50,6 +50,9 @@ PRESET_DATA = {
     "mnist": ("../shared/datasets/mnist.npz", "fid_refs/mnist-train-32px.npz"),
     "cifar10-small": ("../shared/datasets/cifar10_jpeg.tar.gz", "fid_refs/cifar10-jpeg-train.npz"),
 }
+# The recipe the committed ablations ran with (the CPU recipe before session 11's study: iCT's s1 1280, lr 2e-4,
+# no warm-ups), kept so that the runs resume and the table reproduces; each variant changes it as it says.
+ABLATION_RECIPE = {"s1": "1280", "learning_rate": "0.0002", "lr_warmup_steps": "0", "ema_warmup": "false"}
 CT_CURRICULUM = {"curriculum": "ct", "s0": "2", "s1": "150"}
 VARIANTS = {
     "ict": {},
@@ -119,7 +122,7 @@ def main():
         fid_json = run_dir / (f"fid{args.fid_num // 1000}k.json" if args.fid_num % 1000 == 0 else f"fid{args.fid_num}.json")
         if args.collect and not (fid_json.is_file() and (run_dir / "final" / "metadata.json").is_file()):
             continue
-        overrides = dict(VARIANTS[name], **({"seed": str(args.seed)} if args.seed else {}))
+        overrides = dict(ABLATION_RECIPE, **VARIANTS[name], **({"seed": str(args.seed)} if args.seed else {}))
         train_s = 0.0
         if not args.collect:
             data_path = str(REPO / args.data) if not Path(args.data).is_absolute() else args.data

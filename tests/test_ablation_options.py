@@ -135,10 +135,11 @@ def test_ablation_variants_are_the_issue_s_configs():
 
     ablation = load_script("benchmarks/ablation.py")
 
-    ict = resolve_config("mnist")
+    ict = resolve_config("mnist", ablation.ABLATION_RECIPE)
+    assert ict["s1"] == 1280  # iCT's own s1, against CT's 150
     changed = {}
     for name, overrides in ablation.VARIANTS.items():
-        config = resolve_config("mnist", {k: str(v) for k, v in overrides.items()})
+        config = resolve_config("mnist", dict(ablation.ABLATION_RECIPE, **{k: str(v) for k, v in overrides.items()}))
         changed[name] = {k: config[k] for k in config if config[k] != ict[k]}
     assert changed["ict"] == {}
     assert changed["ct"] == {"teacher": "ema", "distance": "l2", "weighting": "uniform", "index_distribution": "uniform",

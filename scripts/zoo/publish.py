@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import portable_paths  # noqa: E402
 
 
 def files_with_digests(folder):
@@ -229,7 +231,9 @@ def main(argv=None):
         for item in (tmp / "export").iterdir():
             os.replace(item, tmp / item.name)
         (tmp / "export").rmdir()
-        export_report = json.loads((tmp / "export.json").read_text())
+        # Run folders are named as they would be on any machine (repo-relative, ~/...), not by this one's paths.
+        export_report = portable_paths(json.loads((tmp / "export.json").read_text()))
+        write_json(tmp / "export.json", export_report)
         write_json(tmp / "config.json", portable_config(config))
         shutil.copy2(final / "model.weights.h5", tmp / "model.weights.h5")
         # Conditional grids: one column per class (label = seed % classes, as in the FID protocol).
@@ -280,7 +284,7 @@ def main(argv=None):
             "keras_version_at_publish": keras.__version__,
         }
         (tmp / "README.md").write_text(card(args.name, meta, export_report))
-        write_json(tmp / "metadata.json", dict(meta, files=files_with_digests(tmp)))
+        write_json(tmp / "metadata.json", dict(portable_paths(meta), files=files_with_digests(tmp)))
         os.chmod(tmp, 0o755)
         publish_dir(tmp, zoo / args.name)
     finally:
