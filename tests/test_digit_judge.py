@@ -1,6 +1,7 @@
 """The digit judge: the committed classifier tells digits from noise and names them; scoring models and runs."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,18 +71,23 @@ def test_judge_model_scores_samples_and_checks_the_shape(judge):
         judge_model(_tiny_trainer(resolution=8).ema_model, judge, num=4)
 
 
+def _run_with_checkpoints(run, steps, config):
+    """A run folder with a tiny trainer's checkpoints at `steps` and `config` as its config.json."""
+    trainer = _tiny_trainer()
+    trainer(np.zeros((2, 32, 32, 1), np.float32))
+    for step in steps:
+        trainer.step.assign(step)
+        save_checkpoint(trainer, run, keep=10)
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
 @pytest.mark.backend_independent
 def test_recipe_study_scores_each_checkpoint_once(tmp_path):
     from test_benchmark_scripts import _load_recipe_study
 
     study = _load_recipe_study()
-    run = tmp_path / "run"
-    trainer = _tiny_trainer()
-    trainer(np.zeros((2, 32, 32, 1), np.float32))
-    for step in (0, 3):
-        trainer.step.assign(step)
-        save_checkpoint(trainer, run, keep=10)
-    (run / "config.json").write_text('{"sigma_max": 80.0, "two_step_sigma": 0.821}')
+    run = _run_with_checkpoints(tmp_path / "run", (0, 3), {"sigma_max": 80.0, "two_step_sigma": 0.821})
     study.score_run(run, 8)
     study.score_run(run, 8)  # a second call finds nothing new
     with open(run / "judge.csv") as f:
@@ -98,13 +104,7 @@ def test_recipe_study_judge_every_scores_multiples_and_the_last_checkpoint(tmp_p
     from test_benchmark_scripts import _load_recipe_study
 
     study = _load_recipe_study()
-    run = tmp_path / "run"
-    trainer = _tiny_trainer()
-    trainer(np.zeros((2, 32, 32, 1), np.float32))
-    for step in (1, 2, 3, 4, 5):
-        trainer.step.assign(step)
-        save_checkpoint(trainer, run, keep=10)
-    (run / "config.json").write_text('{"sigma_max": 80.0, "two_step_sigma": 0.821, "batch_size": 8}')
+    run = _run_with_checkpoints(tmp_path / "run", (1, 2, 3, 4, 5), {"sigma_max": 80.0, "two_step_sigma": 0.821, "batch_size": 8})
     study.score_run(run, 4, every_images=16)  # steps 2 and 4 are at 16 and 32 images; 5 is the last
     with open(run / "judge.csv") as f:
         assert sorted({int(r["step"]) for r in csv.DictReader(f)}) == [2, 4, 5]
