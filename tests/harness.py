@@ -8,6 +8,7 @@ import it as `from harness import ...`; nothing here edits `sys.path` for good.
 import contextlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +17,16 @@ import numpy as np
 from keras import ops
 
 REPO = Path(__file__).resolve().parents[1]
+
+# TensorFlow's C++ start-up logging, which TF_CPP_MIN_LOG_LEVEL does not silence on every CPU (2.21 on an AVX-512
+# Xeon still prints its oneDNN notice): absl's preamble, glog-format lines such as "I0000 00:00:17.9 12 port.cc:153] " and
+# the continuation of the CPU-feature notice.
+_FRAMEWORK_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called|To enable the following instructions: |[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] )")
+
+
+def our_stderr_lines(stderr):
+    """The lines of a subprocess's stderr that keras-ict wrote, without the frameworks' own start-up logging."""
+    return [line for line in stderr.strip().splitlines() if not _FRAMEWORK_LOG_LINE.match(line)]
 
 
 def to_numpy(x):

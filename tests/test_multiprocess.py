@@ -17,8 +17,8 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from harness import REPO, our_stderr_lines
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}
 STEPS, BATCH = 4, 8
 SETTINGS = dict(network_overrides=TINY, log_every=1, checkpoint_every=1, keep_checkpoints=10, sample_count=4)
@@ -242,7 +242,7 @@ def test_multiworker_input_errors_are_one_line_and_write_nothing(tmp_path, share
                            "--strategy", "multiworker", "--out", str(out)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "not divisible by the 2 workers" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert len(our_stderr_lines(proc.stderr)) == 1 and not out.exists(), proc.stderr
 
 
 @pytest.mark.backend_independent
@@ -324,5 +324,5 @@ def test_process_launch_errors_are_one_line_and_write_nothing(tmp_path, shared_d
     for args, env, message in cases:
         proc = _cli(args + ["--data", data, "--connect-timeout", "1"], env, tmp_path)
         assert proc.returncode == 1 and message in proc.stderr, (args, proc.stderr[-2000:])
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert len(our_stderr_lines(proc.stderr)) == 1, proc.stderr
         assert not out.exists()

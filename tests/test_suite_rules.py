@@ -125,3 +125,16 @@ def test_xdist_groups_put_their_tests_on_one_worker(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     workers = {p.read_text() for p in out.iterdir()}
     assert len(list(out.iterdir())) == 6 and len(workers) == 1 and workers != {"none"}, workers
+
+
+def test_stderr_filter_drops_only_the_frameworks_start_up_logging():
+    from harness import our_stderr_lines
+
+    tf_startup = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                  "I0000 00:00:1796185460.570331    1983 port.cc:153] oneDNN custom operations are on.\n"
+                  "W0000 00:00:1796185460.6    12 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
+                  "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow\n")
+    ours = "keras-ict: error: batch size 7 is not divisible by the 2 workers of TF_CONFIG"
+    assert our_stderr_lines(tf_startup + ours + "\n") == [ours]
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: I0000 is not a log line'
+    assert our_stderr_lines(tf_startup + traceback) == traceback.splitlines()

@@ -7,6 +7,7 @@ import pytest
 
 import keras_ict
 from keras_ict.checkpoint import load_checkpoint
+from harness import our_stderr_lines
 from test_cli import TINY_NET, run_cli, tiny_args
 
 
@@ -80,7 +81,7 @@ def test_a_second_live_training_on_the_same_folder_refuses(tmp_path, shared_dir)
             keras_ict.train("mnist", run, **_tiny(data, 2))
         cli = run_cli(tiny_args(data, run, "--steps", "2"))
         assert cli.returncode == 2 and "in use by another live process" in cli.stderr
-        assert len(cli.stderr.strip().splitlines()) == 1
+        assert len(our_stderr_lines(cli.stderr)) == 1, cli.stderr
         assert [p.name for p in run.iterdir()] == [LOCK_NAME]
     # Once the holder is gone (a killed process releases its lock too) the folder trains normally.
     assert keras_ict.train("mnist", run, stop_at_step=1, **_tiny(data, 2)).status == "stopped"
