@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ict.backends.values import concrete_value
+from keras_ict.backends.values import build_inputs, concrete_value
 from keras_ict.paper import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
 
 
@@ -128,10 +128,10 @@ class ConsistencyModel(keras.Model):
 
     def build(self, input_shape=None):
         if not self.network.built:
-            inputs = [ops.zeros((1,) + self.image_shape), ops.zeros((1,))]
+            specs = [((1,) + self.image_shape, "float32", 0), ((1,), "float32", 0)]
             if self.conditional:
-                inputs.append(ops.zeros((1, self.label_dim)))
-            self.network(inputs)
+                specs.append(((1, self.label_dim), "float32", 0))
+            self.network(build_inputs(specs))
         self.built = True
 
     def noise_labels(self, sigma):
@@ -172,10 +172,9 @@ class ConsistencyModel(keras.Model):
         return cls(**config)
 
     def build_for_images(self):
-        """Build all weights by one call on a zero batch (cheap; needed before copying weights around)."""
-        x = np.zeros((1,) + self.image_shape, "float32")
-        inputs = [x, np.full((1,), self.sigma_max, "float32")]
+        """Build all weights by one call on a batch of one (cheap; needed before copying weights around)."""
+        specs = [((1,) + self.image_shape, "float32", 0), ((1,), "float32", self.sigma_max)]
         if self.conditional:
-            inputs.append(np.zeros((1,), "int32"))
-        self(inputs, training=False)
+            specs.append(((1,), "int32", 0))
+        self(build_inputs(specs), training=False)
         return self

@@ -169,7 +169,10 @@ def test_ema_warmup_uses_the_growing_decay_then_the_fixed_one():
     assert assert_config_round_trip(trainer, {"ema_warmup": True}).ema_warmup is True
 
 
+@pytest.mark.once("torch")
 def test_loss_falls_when_overfitting_one_batch():
+    """300 steps of fit on one batch. Once, on the fastest pass: the loss of each backend is pinned to the others by
+    tests/test_cross_backend.py and its gradient by the stop-gradient tests here, so fit follows the same path."""
     keras.utils.set_random_seed(0)
     model = ConsistencyModel(small_songunet(seed=0))
     trainer = ConsistencyTrainer(model, total_steps=1000, s0=10, s1=10, seed=0)
