@@ -106,7 +106,8 @@ def cmd_train(args):
 
     result = train(args.preset, args.out, fresh=args.fresh, time_budget_s=budget, stop_at_step=args.stop_at_step,
                    strategy=args.strategy, coordinator=args.coordinator, num_processes=args.num_processes,
-                   process_id=args.process_id, connect_timeout_s=args.connect_timeout, overrides=_overrides(args))
+                   process_id=args.process_id, connect_timeout_s=args.connect_timeout,
+                   data_pipeline=args.data_pipeline, overrides=_overrides(args))
     if not result.ok:
         print(f"keras-ict: error: {result.message}", file=sys.stderr)
         return 1
@@ -318,6 +319,9 @@ def build_parser():
     train.add_argument("--process-id", type=int, help="this JAX process's id, 0 .. N-1 (JAX_PROCESS_ID)")
     train.add_argument("--connect-timeout", type=float, metavar="SECONDS",
                        help="how long a process waits for its coordinator before failing (default 300)")
+    train.add_argument("--data-pipeline", choices=("tf", "numpy"),
+                       help="tf.data (default where TensorFlow is installed) or numpy (a PyDataset, no TensorFlow); "
+                            "the same batches either way")
     train.set_defaults(func=cmd_train)
 
     sample = sub.add_parser("sample", help="sample a grid PNG or an .npz from a model")

@@ -145,7 +145,7 @@ def reference_images(source, *, split="train", image_size=None, channels=None, r
 def _reference_key(fingerprint, split, image_size, channels, resize, num, weights_id):
     blob = json.dumps(
         dict(source=fingerprint, split=split, image_size=image_size, channels=channels, resize=resize, num=num,
-             inception=weights_id, version=1),
+             inception=weights_id, version=2),  # 2: JPEG decoded with the accurate IDCT
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -90,7 +90,7 @@ def check_data(config, model_shape):
 
 def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_rate=None, seed=None, fresh=False,
           time_budget_s=None, stop_at_step=None, strategy=None, coordinator=None, num_processes=None, process_id=None,
-          connect_timeout_s=None, callbacks=(), verbose=None, overrides=None, **fields):
+          connect_timeout_s=None, data_pipeline=None, callbacks=(), verbose=None, overrides=None, **fields):
     """Trains (or resumes) the run in `run_dir` with a recipe; returns a `TrainResult`.
 
     Args:
@@ -109,6 +109,8 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
             chief / process 0 writes `run_dir`; the others read its checkpoints to resume.
         coordinator, num_processes, process_id: a several-process JAX run ("HOST:PORT" of process 0).
         connect_timeout_s: how long a process waits for its coordinator before a ConnectionError (default 300).
+        data_pipeline: "tf" (tf.data) or "numpy" (a keras.utils.PyDataset, no TensorFlow needed); None: tf.data
+            where TensorFlow is installed. Both give the same batches, so a run may resume with the other one.
         callbacks: extra Keras callbacks for `fit`.
         verbose: Keras' progress bar (default: when stdout is a terminal; otherwise one line per log interval).
     """
@@ -141,6 +143,7 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
     mode = check_run_dir(run_dir, config, fresh)
     cls_kwargs = model_config(config)["network"]["config"]
     image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
+    data_pipeline = check_data_pipeline(data_pipeline, config["data"])
     info = check_data(config, image_shape)
     if config["fid_every"] and config["fid_ref"]:
         from keras_ict.evaluation import check_reference
@@ -155,10 +158,27 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
     _check_divisible(config["batch_size"], processes, strategy)
     if not processes.writer:
         return _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
-                                callbacks, verbose, processes.index)
+                                callbacks, verbose, processes.index, data_pipeline)
     with folder_lock(run_dir):
         return _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step,
-                                callbacks, verbose)
+                                callbacks, verbose, data_pipeline=data_pipeline)
+
+
+def check_data_pipeline(name, source):
+    """The data pipeline to train with ("tf" or "numpy"), or ValueError naming what is missing."""
+    from keras_ict.data import PIPELINES, default_pipeline
+    from keras_ict.data.sources import resolve_source
+
+    if name is not None and name not in PIPELINES:
+        raise ValueError(f"data pipeline must be one of {', '.join(PIPELINES)}, got {name!r}")
+    name = default_pipeline() if name is None else name
+    if name == "tf" and default_pipeline() != "tf":
+        raise ValueError("the tf data pipeline needs TensorFlow (pip install 'keras-ict[tensorflow]'); "
+                         "or train with --data-pipeline numpy")
+    if name == "numpy" and resolve_source(source, "train", None)[0] == "tfds":
+        raise ValueError(f"TFDS source {source!r} needs the tf data pipeline: install TensorFlow and TensorFlow "
+                         "Datasets (pip install 'keras-ict[tfds]'), or pass an offline source")
+    return name
 
 
 def _check_divisible(batch_size, processes, strategy):
@@ -168,7 +188,7 @@ def _check_divisible(batch_size, processes, strategy):
 
 
 def _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
-                     verbose, worker_index):
+                     verbose, worker_index, data_pipeline):
     """A process of a multi-process run other than the writer: it runs every step and callback with the writer
     (collective ops need all processes) but writes into a private temporary folder, removed at the end, as
     TensorFlow's non-chief writers do; it resumes from the writer's latest checkpoint in `run_dir`, which it only
@@ -186,14 +206,14 @@ def _train_as_worker(config, run_dir, mode, info, image_shape, strategy, time_bu
     try:
         resume_from = None if mode == "fresh" else latest_checkpoint(run_dir)
         result = _train_in_folder(config, scratch, "new", info, image_shape, strategy, time_budget_s, stop_at_step,
-                                  callbacks, verbose, resume_from=resume_from)
+                                  callbacks, verbose, resume_from=resume_from, data_pipeline=data_pipeline)
         return dataclasses.replace(result, run_dir=run_dir, final=None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_budget_s, stop_at_step, callbacks,
-                     verbose, resume_from=None):
+                     verbose, resume_from=None, data_pipeline=None):
     import keras
 
     from keras_ict import callbacks as cb
@@ -264,7 +284,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
     dataset = load_dataset(
         config["data"], image_size=image_shape[0], channels=image_shape[2], labels=bool(label_dim),
         num_classes=label_dim or None, batch_size=config["batch_size"], seed=config["seed"], flip=config["flip"],
-        resize=config["resize"], skip_batches=step, shard=batch_shard(),
+        resize=config["resize"], skip_batches=step, shard=batch_shard(), pipeline=data_pipeline,
     )
     nan_guard = cb.StopOnNonFinite()
     verbose = (1 if sys.stdout.isatty() else 0) if verbose is None else int(verbose)

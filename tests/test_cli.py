@@ -67,6 +67,8 @@ def test_presets_command(capsys):
         (["train", "--preset", "mnist", "--out", "{out}", "--data", "{mnist}",
           "--strategy", "tpu" if BACKEND != "tensorflow" else "data-parallel"], "not available on the"),
         (["sample", "--model", "{tmp}/nothing", "--num", "4", "--out", "{tmp}/g.jpg"], "must end in .png or .npz"),
+        (["train", "--preset", "mnist", "--out", "{out}", "--data", "mnist", "--data-pipeline", "numpy"],
+         "TFDS source 'mnist' needs the tf data pipeline"),
         (["sample", "--model", "{tmp}/nothing", "--seeds", "3-1", "--out", "{tmp}/g.png"], "is empty"),
     ],
 )

@@ -519,8 +519,8 @@ def test_pipeline_feeds_conditional_trainer(mnist):
 
 
 def test_sources_work_without_tensorflow(tmp_path):
-    """keras_ict.data imports, resolves and sizes offline sources with TensorFlow absent; only the tf.data
-    pipeline asks for it, by name."""
+    """keras_ict.data imports, resolves, sizes and loads offline sources with TensorFlow absent (the NumPy
+    pipeline: tests/test_numpy_pipeline.py); a TFDS name says what to install."""
     import subprocess
 
     np.savez(tmp_path / "d.npz", x_train=np.zeros((5, 8, 8), np.uint8), y_train=np.arange(5))
@@ -530,9 +530,13 @@ def test_sources_work_without_tensorflow(tmp_path):
         f"info = data.dataset_info({str(tmp_path / 'd.npz')!r})\n"
         "assert info['num_examples'] == 5 and info['num_classes'] == 5, info\n"
         "assert sorted(data.epoch_order(5, 0, 1)) == list(range(5))\n"
-        "try:\n    data.load_dataset\nexcept ImportError as e:\n    print('refused:', e)\n"
+        f"ds = data.load_dataset({str(tmp_path / 'd.npz')!r}, image_size=8, batch_size=2, labels=True)\n"
+        "images, labels = next(ds.as_numpy_iterator())\n"
+        "print(type(ds).__name__, images.shape, labels.tolist())\n"
+        "try:\n    data.load_dataset('mnist', image_size=32, batch_size=2)\nexcept ValueError as e:\n    print('refused:', e)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, KERAS_BACKEND="torch"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "refused: keras_ict.data.load_dataset builds tf.data pipelines and needs TensorFlow" in proc.stdout
+    assert "ImageBatches (2, 8, 8, 1)" in proc.stdout, proc.stdout
+    assert "refused: TFDS source 'mnist' needs the tf.data pipeline" in proc.stdout, proc.stdout

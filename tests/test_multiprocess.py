@@ -17,6 +17,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+
 from harness import REPO, our_stderr_lines
 
 TINY = {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}
@@ -90,7 +91,10 @@ def _launch_jax_processes(run_dir, data, tmp_root, ports):
         # Inherits this process's XLA_FLAGS (the suite's code-generation flags), as the reference run here has them.
         env = dict(os.environ, KERAS_BACKEND="jax", TMPDIR=str(scratch))
         log = open(tmp_root / f"worker{index}.log", "a")
-        flags = ["--coordinator", f"127.0.0.1:{ports[0]}", "--num-processes", "2", "--process-id", str(index)]
+        # The NumPy pipeline (what a JAX user without TensorFlow trains with), against the one-process tf.data
+        # reference: each process reads its own rows of every global batch (torch's ddp processes do so from tf.data).
+        flags = ["--coordinator", f"127.0.0.1:{ports[0]}", "--num-processes", "2", "--process-id", str(index),
+                 "--data-pipeline", "numpy"]
         procs.append(subprocess.Popen([sys.executable] + _train_command(run_dir, data, "data-parallel", SMALL) + flags,
                                       stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO))
     return procs

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import keras_ict
-from keras_ict.checkpoint import load_checkpoint
 from harness import our_stderr_lines
+from keras_ict.checkpoint import load_checkpoint
 from test_cli import TINY_NET, run_cli, tiny_args
 
 

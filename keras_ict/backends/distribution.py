@@ -93,7 +93,11 @@ def distribution_scope(name):
         return strategy.scope()
     import jax
 
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    # Several processes: each reads its own rows of every global batch (`batch_shard`), the same rows Keras'
+    # auto-sharding would cut out of a tf.data pipeline, but for the NumPy pipeline (a PyDataset) too.
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=jax.process_count() == 1)
+    )
     return contextlib.nullcontext()
 
 
@@ -397,7 +401,14 @@ def any_process(flag):
 
 def batch_shard():
     """(this process's index, process count) when each process must cut its own rows out of every global batch
-    (a torch `ddp` run); None where the engine shards the data itself (tf.distribute, keras.distribution) or
-    there is one process."""
+    (a torch `ddp` run, a JAX run of several processes); None where the engine shards the data itself
+    (tf.distribute) or there is one process."""
     processes = _torch_processes()
-    return None if processes is None else (processes[1], processes[0])
+    if processes is not None:
+        return processes[1], processes[0]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            return jax.process_index(), jax.process_count()
+    return None

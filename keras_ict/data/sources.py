@@ -1,8 +1,8 @@
 """Where training images come from, without TensorFlow: resolving a source (.npz, image folder, tar archive,
 TFDS name), reading and checking .npz arrays and folder listings, the per-epoch order, and `dataset_info`.
 
-The tf.data pipeline (`tf_pipeline.py`) reads through these; only decoding image files and TFDS need
-TensorFlow, and they import it when called.
+Both pipelines (`tf_pipeline.py`, `numpy_pipeline.py`) read through these; image files are read with Pillow
+here, only TFDS needs TensorFlow.
 """
 
 import os
@@ -34,6 +34,18 @@ def epoch_order(num_examples, seed, epoch, shuffle=True):
     if not shuffle:
         return np.arange(num_examples, dtype=np.int64)
     return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples).astype(np.int64)
+
+
+_FLIP_TAG = 0x666C6970  # keeps the flip stream apart from the order stream of the same seed
+
+
+def flip_mask(seed, batch_number, rows):
+    """Which rows of global batch `batch_number` are flipped: a bool array, each True with probability 1/2.
+
+    ``np.random.default_rng([seed, FLIP_TAG, batch_number])``: a function of its arguments only, the same in
+    both pipelines and in every process (a sharded process draws the whole batch's mask and keeps its rows).
+    """
+    return np.random.default_rng([int(seed), _FLIP_TAG, int(batch_number)]).random(int(rows)) < 0.5
 
 
 def batches_per_epoch(num_examples, batch_size, drop_remainder=True):
@@ -236,11 +248,35 @@ def list_images(folder):
     return files, (None if labels is None else np.asarray(labels, np.int64)), class_names
 
 
-def first_image_shape(path):
-    import tensorflow as tf  # decodes exactly as the pipeline will
+def read_image_file(path):
+    """uint8 (H, W, C) pixels of an image file, as the tf.data pipeline decodes them (C: 1 grey, 2 grey + alpha,
+    3 RGB, 4 RGBA; a GIF's first frame as RGB; palette images expanded to RGB, or RGBA where they have
+    transparency; 16-bit images cut to their high byte; JPEG with the accurate IDCT), with Pillow.
+    tests/test_numpy_pipeline.py checks it against TensorFlow's decoders, format by format."""
+    from PIL import Image
 
-    image = tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False)
-    height, width, native = (int(d) for d in image.shape)
+    try:
+        with Image.open(path) as image:
+            image.seek(0)
+            if image.format == "GIF":
+                image = image.convert("RGB")
+            elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return (np.asarray(image, np.uint32) >> 8).astype(np.uint8)[..., None]
+            elif image.mode == "1":
+                image = image.convert("L")
+            elif image.mode in ("P", "PA"):
+                image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+            elif image.mode not in ("L", "LA", "RGB", "RGBA"):
+                image = image.convert("RGB")
+            pixels = np.asarray(image, np.uint8)
+    except Exception as error:  # noqa: BLE001 - report which file, whatever Pillow raises
+        raise ValueError(f"cannot read image {str(path)!r}: {error}") from error
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def first_image_shape(path):
+    """(height, width, channels) of an image file as the pipelines read it (alpha dropped)."""
+    height, width, native = read_image_file(path).shape
     return height, width, {2: 1, 4: 3}.get(native, native)
 
 
@@ -296,6 +332,49 @@ def _tfds_info(name, split):
     except Exception:  # noqa: BLE001 - no label feature
         num_classes, class_names = None, None
     return dict(num_examples=num_examples, image_shape=image_shape, num_classes=num_classes, class_names=class_names)
+
+
+# Checks both pipelines make before reading any image (`s`: the settings of load_dataset).
+
+def target_channels(native, channels, origin):
+    if channels is None or channels == native:
+        return native
+    if (native, channels) in ((1, 3), (3, 1)):
+        return channels
+    raise ValueError(f"cannot convert {native}-channel images from {str(origin)!r} to channels={channels}")
+
+
+def check_fits(height, width, s, origin):
+    size = s["image_size"]
+    if s["resize"] is None and (height > size or width > size):
+        raise ValueError(
+            f"images from {str(origin)!r} are {height}x{width}, larger than image_size={size}; pass resize='area' "
+            "(or 'bilinear' / 'nearest') to downsize them, or a larger image_size"
+        )
+
+
+def check_label_range(y, num_classes, origin):
+    bad = np.flatnonzero((y < 0) | ((y >= num_classes) if num_classes is not None else False))
+    if bad.size:
+        i = int(bad[0])
+        limit = f"num_classes={num_classes}" if num_classes is not None else "labels must be >= 0"
+        raise ValueError(f"label {int(y[i])} (example {i} of {str(origin)!r}) is out of range for {limit}")
+
+
+def check_folder_labels(folder, file_labels, class_names, s):
+    if not s["labels"]:
+        return
+    if file_labels is None:
+        raise ValueError(
+            f"labels=True but {str(folder)!r} has no class sub-folders (its images sit directly in it), so there "
+            "are no labels"
+        )
+    bad = int(file_labels.max())
+    if s["num_classes"] is not None and bad >= s["num_classes"]:
+        raise ValueError(
+            f"label {bad} (class folder {class_names[bad]!r}) is out of range for num_classes={s['num_classes']}: "
+            f"{str(folder)!r} has {len(class_names)} class folders"
+        )
 
 
 def positive_int(value, name):
