@@ -21,7 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 # TensorFlow's C++ start-up logging, which TF_CPP_MIN_LOG_LEVEL does not silence on every CPU (2.21 on an AVX-512
 # Xeon still prints its oneDNN notice): absl's preamble, glog-format lines such as "I0000 00:00:17.9 12 port.cc:153] " and
 # the continuation of the CPU-feature notice.
-_FRAMEWORK_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called|To enable the following instructions: |[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] )")
+_FRAMEWORK_LOG_LINE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: "
+    r"|[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] )"
+)
 
 
 def our_stderr_lines(stderr):
