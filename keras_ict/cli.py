@@ -239,12 +239,12 @@ def cmd_fid_ref(args):
     start = time.monotonic()
     mu, sigma, info = reference_statistics(
         args.data, split=args.split, image_size=image_size, channels=channels, resize=resize, num=args.num,
-        weights=args.weights, batch_size=args.batch_size,
+        weights=args.weights, batch_size=args.batch_size, tfds_data_dir=args.tfds_data_dir,
     )
     meta = {k: v for k, v in info.items() if k not in ("ref", "ref_sha256", "cached")}
     flags = [f"--data {args.data}", f"--split {args.split}"] + [
         f"--{name.replace('_', '-')} {getattr(args, name)}"
-        for name in ("num", "preset", "image_size", "channels", "resize") if getattr(args, name) is not None
+        for name in ("num", "preset", "image_size", "channels", "resize", "tfds_data_dir") if getattr(args, name) is not None
     ]
     meta["command"] = "keras-ict fid-ref " + " ".join(flags) + f" --out {out.name}"
     fid.save_statistics(out, mu, sigma, metadata=meta)
@@ -361,6 +361,7 @@ def build_parser():
     ref_p.add_argument("--image-size", type=int, help="pad/resize to this size (default: the images' own)")
     ref_p.add_argument("--channels", type=int, choices=(1, 3))
     ref_p.add_argument("--resize", choices=("bilinear", "area", "nearest"))
+    ref_p.add_argument("--tfds-data-dir", help="where a tfds:NAME dataset is prepared (default $TFDS_DATA_DIR)")
     ref_p.add_argument("--batch-size", type=int, default=64)
     ref_p.add_argument("--weights", help="Inception weights (.pt or converted .weights.h5); default shared/fid")
     ref_p.add_argument("--backend", choices=BACKENDS)

@@ -85,8 +85,9 @@ def _hash_folder(folder):
     return h.hexdigest()
 
 
-def source_fingerprint(source):
-    """A content hash of a data source: sha256 of a file, of every file of a folder, or a TFDS name@version."""
+def source_fingerprint(source, tfds_data_dir=None):
+    """A content hash of a data source: sha256 of a file, of every file of a folder, or a TFDS name@version (and
+    the data_dir it was prepared in, when one is given)."""
     path = Path(os.fspath(source)).expanduser() if isinstance(source, (str, os.PathLike)) else None
     if path is not None and path.is_file():
         return "sha256:" + fid._sha256(path)
@@ -96,15 +97,16 @@ def source_fingerprint(source):
     try:
         import tensorflow_datasets as tfds
 
-        return f"tfds:{name}@{tfds.builder(name).version}"
+        where = f" in {Path(tfds_data_dir).expanduser().resolve()}" if tfds_data_dir else ""
+        return f"tfds:{name}@{tfds.builder(name, data_dir=tfds_data_dir).version}{where}"
     except Exception:  # no tfds, or unknown name: load_dataset raises the clear error later
         return f"tfds:{name}"
 
 
-def _geometry(source, split, image_size, channels):
+def _geometry(source, split, image_size, channels, tfds_data_dir=None):
     from keras_ict.data import dataset_info
 
-    info = dataset_info(source, split)
+    info = dataset_info(source, split, tfds_data_dir=tfds_data_dir)
     height, width, native_channels = info["image_shape"]
     if image_size is None:
         if height is None or width is None:
@@ -116,7 +118,8 @@ def _geometry(source, split, image_size, channels):
     return int(image_size), int(channels), int(info["num_examples"])
 
 
-def reference_images(source, *, split="train", image_size=None, channels=None, resize=None, num=None, batch_size=250):
+def reference_images(source, *, split="train", image_size=None, channels=None, resize=None, num=None, batch_size=250,
+                     tfds_data_dir=None):
     """Yields uint8 NHWC batches of the first `num` images (all by default) of a split, in stored order.
 
     Images come through `keras_ict.data.load_dataset` (no shuffling, no flips), so they are padded or resized
@@ -125,13 +128,13 @@ def reference_images(source, *, split="train", image_size=None, channels=None, r
     from keras_ict.data import load_dataset
     from keras_ict.sampling import to_uint8
 
-    image_size, channels, available = _geometry(source, split, image_size, channels)
+    image_size, channels, available = _geometry(source, split, image_size, channels, tfds_data_dir)
     num = available if num is None else int(num)
     if num < 2 or num > available:
         raise ValueError(f"num must be in [2, {available}] for split {split!r} of {source!r}, got {num}")
     ds = load_dataset(
         source, image_size=image_size, channels=channels, split=split, batch_size=batch_size, shuffle=False,
-        flip=False, resize=resize, repeat=False, drop_remainder=False,
+        flip=False, resize=resize, repeat=False, drop_remainder=False, tfds_data_dir=tfds_data_dir,
     )
     left = num
     for batch in ds.as_numpy_iterator():
@@ -157,7 +160,7 @@ def _weights_id(weights):
 
 
 def reference_statistics(source, *, split="train", image_size=None, channels=None, resize=None, num=None,
-                         weights=None, batch_size=64, cache=True, progress=True):
+                         weights=None, batch_size=64, cache=True, progress=True, tfds_data_dir=None):
     """(mu, sigma, info) of a dataset split, or of a statistics `.npz` given as `source`.
 
     `info` records the protocol: source, its content fingerprint, split, geometry, number of images and, for a
@@ -169,11 +172,11 @@ def reference_statistics(source, *, split="train", image_size=None, channels=Non
         mu, sigma = fid.load_statistics(path)
         meta = fid.read_statistics_metadata(path)
         return mu, sigma, dict(meta, ref=str(path), ref_sha256=fid._sha256(path))
-    image_size, channels, available = _geometry(source, split, image_size, channels)
+    image_size, channels, available = _geometry(source, split, image_size, channels, tfds_data_dir)
     num = available if num is None else int(num)
     if num < 2 or num > available:
         raise ValueError(f"num must be in [2, {available}] for split {split!r} of {source!r}, got {num}")
-    fingerprint = source_fingerprint(source)
+    fingerprint = source_fingerprint(source, tfds_data_dir)
     info = dict(source=str(source), fingerprint=fingerprint, split=split, image_size=image_size,
                 channels=channels, resize=resize, num_images=num, inception_sha256=_weights_id(weights))
     key = _reference_key(fingerprint, split, image_size, channels, resize, num, info["inception_sha256"])
@@ -184,7 +187,7 @@ def reference_statistics(source, *, split="train", image_size=None, channels=Non
     bar = Progress(num, f"reference features ({split})", enabled=progress)
     feats = []
     for images in reference_images(source, split=split, image_size=image_size, channels=channels, resize=resize,
-                                   num=num, batch_size=batch_size * 4):
+                                   num=num, batch_size=batch_size * 4, tfds_data_dir=tfds_data_dir):
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             feats.append(fid.inception_features(chunk, weights=weights, batch_size=batch_size))

@@ -23,6 +23,7 @@ _COMMON = {
     "data": "cifar10",  # tfds name, .npz, image folder or .tar.gz of one
     "flip": False,  # random horizontal flips
     "resize": None,  # None pads smaller images; "bilinear" / "area" / "nearest" resizes
+    "tfds_data_dir": None,  # where a TFDS `data` is prepared; None: $TFDS_DATA_DIR or ~/tensorflow_datasets
     "batch_size": 1024,
     "learning_rate": 1e-4,
     "lr_warmup_steps": 0,  # > 0: linear warm-up to learning_rate over this many steps (not in the paper)
@@ -142,10 +143,11 @@ RECIPE_SOURCES = {
                       "measured": "as mnist (studied on MNIST only, not yet on CIFAR-10)", "assumed": "as mnist, plus flips"},
 }
 
-# Fields that only say how long or how loudly to train: changing them keeps a run directory resumable.
+# Fields that only say how long or how loudly to train, or where the data lies: changing them keeps a run
+# directory resumable.
 RUN_LENGTH_FIELDS = (
     "log_every", "checkpoint_every", "keep_checkpoints", "sample_count", "description",
-    "fid_every", "fid_num", "fid_ref", "fid_steps",
+    "fid_every", "fid_num", "fid_ref", "fid_steps", "tfds_data_dir",
 )
 
 
@@ -153,7 +155,7 @@ RUN_LENGTH_FIELDS = (
 FIELD_DEFAULTS = {
     k: _COMMON[k]
     for k in ("distance", "weighting", "index_distribution", "curriculum", "teacher", "teacher_mu0", "lr_warmup_steps",
-              "curriculum_steps", "ema_warmup")
+              "curriculum_steps", "ema_warmup", "tfds_data_dir")
 }
 
 

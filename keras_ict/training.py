@@ -72,8 +72,12 @@ def check_run_dir(run_dir, config, fresh):
 def check_data(config, model_shape):
     """The data source's `dataset_info`, after checking it can feed a network of `model_shape` (H, W, C)."""
     from keras_ict.data import dataset_info
+    from keras_ict.data.sources import prepare_tfds, resolve_source
 
-    info = dataset_info(config["data"])
+    kind, where = resolve_source(config["data"], "train", None)
+    if kind == "tfds":
+        prepare_tfds(where, config["tfds_data_dir"])
+    info = dataset_info(config["data"], tfds_data_dir=config["tfds_data_dir"])
     height, width, channels = info["image_shape"]
     res, want_channels = model_shape[0], model_shape[2]
     # Grayscale and RGB convert into each other (repeat / luminance); other mismatches cannot be fed.
@@ -285,6 +289,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
         config["data"], image_size=image_shape[0], channels=image_shape[2], labels=bool(label_dim),
         num_classes=label_dim or None, batch_size=config["batch_size"], seed=config["seed"], flip=config["flip"],
         resize=config["resize"], skip_batches=step, shard=batch_shard(), pipeline=data_pipeline,
+        tfds_data_dir=config["tfds_data_dir"],
     )
     nan_guard = cb.StopOnNonFinite()
     verbose = (1 if sys.stdout.isatty() else 0) if verbose is None else int(verbose)
@@ -305,7 +310,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
         fit_callbacks.append(cb.FIDMonitor(
             run_dir, config["fid_ref"] or config["data"], config["fid_every"], num=config["fid_num"],
             sigmas={s: ([config["sigma_max"]] if s == 1 else two_step) for s in config["fid_steps"]},
-            logger=logger, ref_kwargs={"resize": config["resize"]},
+            logger=logger, ref_kwargs={"resize": config["resize"], "tfds_data_dir": config["tfds_data_dir"]},
         ))
     fit_callbacks += list(callbacks)
     replicas = training_replicas(trainer)

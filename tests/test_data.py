@@ -439,11 +439,11 @@ def test_real_cifar10_tarball(shared_dir, request):
 
 
 def fake_tfds(x, y, calls):
-    def load(name, split, as_supervised):
-        calls.append((name, split, as_supervised))
-        return tf.data.Dataset.from_tensor_slices((x[..., None], y.astype(np.int64)))
+    def load(name, split, data_dir, as_supervised):
+        calls.append((name, split, data_dir, as_supervised))
+        return tf.data.Dataset.from_tensor_slices({"image": x[..., None], "label": y.astype(np.int64)})
 
-    def builder(name):
+    def builder(name, data_dir=None):
         label = types.SimpleNamespace(num_classes=10, names=[str(i) for i in range(10)])
         features = {"image": types.SimpleNamespace(shape=(28, 28, 1)), "label": label}
         splits = {"train": types.SimpleNamespace(num_examples=len(x))}
@@ -457,7 +457,7 @@ def test_tfds_missing_gives_install_hint(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     for source in ("tfds:mnist", "mnist", "imagenet_resized/64x64"):
-        with pytest.raises(ImportError, match="pip install tensorflow-datasets.*offline"):
+        with pytest.raises(ImportError, match=r"pip install 'keras-ict\[tfds\]'.*offline"):
             data.load_dataset(source, image_size=32, batch_size=8)
     with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
         data.dataset_info("tfds:cifar10")
@@ -472,7 +472,7 @@ def test_tfds_in_memory_matches_npz(monkeypatch, tmp_path, mnist):
     monkeypatch.chdir(tmp_path)
     assert_same_batches(batches(data.load_dataset(tmp_path / "m.npz", **kwargs), 4),
                         batches(data.load_dataset("mnist", **kwargs), 4))
-    assert calls == [("mnist", "train", True)]
+    assert calls == [("mnist", "train", None, False)]
     info = data.dataset_info("tfds:mnist")
     assert info == dict(num_examples=256, image_shape=(28, 28, 1), num_classes=10, class_names=[str(i) for i in range(10)])
 

@@ -62,6 +62,7 @@ def load_dataset(
     skip_batches=0,
     shard=None,
     pipeline=None,
+    tfds_data_dir=None,
 ):
     """Float32 NHWC image batches in [-1, 1], or ``(images, int32 labels)``, as a dataset `fit` accepts.
 
@@ -106,6 +107,8 @@ def load_dataset(
             batch_size / count``, so that ``count`` processes reading with indices 0 .. count - 1 read together
             exactly the batches of one unsharded pipeline (for trainers that do not shard data themselves).
         pipeline: ``"tf"``, ``"numpy"`` or None (`default_pipeline()`: tf.data where TensorFlow is installed).
+        tfds_data_dir: where TFDS datasets are prepared (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``;
+            TFDS downloads and prepares a registered dataset there when it is missing and there is network).
 
     Returns:
         ``"tf"``: a ``tf.data.Dataset`` with element spec ``float32[B, S, S, C]`` or ``(float32[B, S, S, C],
@@ -152,6 +155,7 @@ def load_dataset(
         drop_remainder=bool(drop_remainder),
         skip_batches=skip_batches,
         shard=shard,
+        tfds_data_dir=None if tfds_data_dir is None else str(tfds_data_dir),
     )
     kind, where = resolve_source(source, split, cache_dir)
     if pipeline == "numpy":

@@ -56,14 +56,15 @@ def batches_per_epoch(num_examples, batch_size, drop_remainder=True):
     return -(-num_examples // batch_size)
 
 
-def dataset_info(source, split="train", *, cache_dir=None):
+def dataset_info(source, split="train", *, cache_dir=None, tfds_data_dir=None):
     """Cheap facts about a source, without building a pipeline.
 
     Returns a dict with ``num_examples``, ``image_shape`` (H, W, C) as stored, before any padding or
     resizing (C after dropping an alpha channel for image files; None entries where a TFDS dataset has
     variable sizes), ``num_classes`` (None without labels; for arrays ``max(y) + 1``) and ``class_names``
     (folder names or TFDS label names, else None). Reads array headers (.npz), the file listing and the first
-    image (folders and archives, which are extracted once), or the TFDS builder's info.
+    image (folders and archives, which are extracted once), or the TFDS builder's info (from `tfds_data_dir`,
+    default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
     """
     kind, where = resolve_source(source, split, cache_dir)
     if kind == "npz":
@@ -79,7 +80,7 @@ def dataset_info(source, split="train", *, cache_dir=None):
             num_classes=None if class_names is None else len(class_names),
             class_names=class_names,
         )
-    return _tfds_info(where, split)
+    return _tfds_info(where, split, tfds_data_dir)
 
 
 def resolve_source(source, split, cache_dir):
@@ -306,21 +307,55 @@ def tfds_module():
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError(
-            "this source needs TensorFlow Datasets, which is not installed: pip install tensorflow-datasets, "
-            "or pass an offline source (a .npz file, an image folder or a .tar.gz of one)"
+            "this source needs TensorFlow Datasets, which is not installed: pip install 'keras-ict[tfds]' (or pip "
+            "install tensorflow-datasets), or pass an offline source (a .npz file, an image folder or a .tar.gz of one)"
         ) from error
     return tfds
 
 
-def _tfds_info(name, split):
+def tfds_builder(name, data_dir=None):
+    """TFDS's builder of `name` (registered, or prepared in `data_dir`), or ValueError naming the problem."""
     tfds = tfds_module()
-    info = tfds.builder(name).info
+    try:
+        return tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
+    except Exception as error:  # noqa: BLE001 - tfds raises several kinds; one line names the source
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"TFDS has no dataset {name!r} (data_dir {data_dir or 'default'}): {first}") from error
+
+
+def prepare_tfds(name, data_dir=None):
+    """Makes sure TFDS dataset `name` is prepared in `data_dir` (downloading it if TFDS knows how), before a
+    training run writes anything; ValueError in one line when that is impossible (no network, no local copy)."""
+    builder = tfds_builder(name, data_dir)
+    if builder.is_prepared():
+        return builder
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # noqa: BLE001 - no network, manual downloads, ...: one line names the way out
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        where = data_dir or "default ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+        raise ValueError(
+            f"TFDS dataset {name!r} is not prepared in data_dir {where} "
+            f"and could not be downloaded ({type(error).__name__}: {first}); set tfds_data_dir to where it is "
+            "prepared, or pass an offline source (a .npz file, an image folder or a .tar.gz of one)"
+        ) from error
+    return builder
+
+
+def tfds_supervised_keys(info):
+    """(image key, label key) of a TFDS dataset: its supervised keys, else ("image", "label")."""
+    keys = getattr(info, "supervised_keys", None)
+    return tuple(keys[:2]) if keys and all(isinstance(k, str) for k in keys[:2]) else ("image", "label")
+
+
+def _tfds_info(name, split, data_dir=None):
+    info = tfds_builder(name, data_dir).info
     try:
         num_examples = int(info.splits[split].num_examples)
     except Exception:  # noqa: BLE001 - split strings TFDS cannot size here
         num_examples = None
     features = info.features
-    image_key, label_key = (getattr(info, "supervised_keys", None) or ("image", "label"))[:2]
+    image_key, label_key = tfds_supervised_keys(info)
     try:
         image_shape = tuple(features[image_key].shape)
     except Exception:  # noqa: BLE001 - no such feature

@@ -22,7 +22,9 @@ from keras_ict.data.sources import (
     list_images,
     load_npz,
     target_channels,
+    tfds_builder,
     tfds_module,
+    tfds_supervised_keys,
 )
 
 try:
@@ -145,7 +147,15 @@ def _indexed_pipeline(n, load, s):
 
 def _tfds_pipeline(name, split, channels, s):
     tfds = tfds_module()
-    ds = tfds.load(name, split=split, as_supervised=True)
+    builder = tfds_builder(name, s["tfds_data_dir"])
+    image_key, label_key = tfds_supervised_keys(builder.info)
+    examples = tfds.load(name, split=split, data_dir=s["tfds_data_dir"], as_supervised=False)
+    if image_key not in examples.element_spec:
+        raise ValueError(f"tfds:{name} has no {image_key!r} feature (features: {', '.join(examples.element_spec)})")
+    has_labels = label_key in examples.element_spec
+    if s["labels"] and not has_labels:
+        raise ValueError(f"labels=True but tfds:{name} has no {label_key!r} feature")
+    ds = examples.map(lambda e: (e[image_key], e[label_key] if has_labels else tf.zeros([], tf.int64)))
     image_spec = ds.element_spec[0]
     origin = f"tfds:{name} ({split})"
     if image_spec.dtype != tf.uint8:
