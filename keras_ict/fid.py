@@ -5,11 +5,10 @@ The network is the one FID is defined on (TTUR, EDM's `fid.py`, StyleGAN metrics
 on the tensorflow, jax and torch backends.
 
 Weights come from a TorchScript file (`inception-2015-12-05-fid-trunk.pt`, see `shared/fid/README.md`). The
-file is read once with `torch.jit.load` (TorchScript's own archive format: no arbitrary pickled Python code is
-executed beyond what TorchScript itself loads; only trust files from a known source, e.g. check the sha256),
-converted to Keras layout, and cached as a Keras `.weights.h5` file in `$KERAS_ICT_CACHE/fid` (default
-`~/.cache/keras_ict/fid`), keyed by the sha256 of the `.pt` file. Later runs need neither torch nor the `.pt`
-file, only the cache. Reading the `.pt` file requires torch.
+file is read once with `keras_ict.torchscript` (NumPy only, no torch: its unpickler builds module objects,
+tensors and lists and refuses anything else, so the file runs no code), converted to Keras layout, and cached as
+a Keras `.weights.h5` file in `$KERAS_ICT_CACHE/fid` (default `~/.cache/keras_ict/fid`), keyed by the sha256 of
+the `.pt` file. Later runs need only the cache.
 
 Each `conv2d (no bias) -> batch_norm(mean, var, beta; eps=1e-3) -> relu` unit of the original is stored as a
 `Conv2D` with bias (the batch norm folded into kernel and bias) followed by a ReLU.
@@ -64,17 +63,9 @@ _sha256 = sha256_file  # the name this module's callers use
 
 
 def _load_torchscript_state(path: Path) -> dict:
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Converting the FID Inception weights from a TorchScript .pt file requires torch "
-            "(pip install torch). Alternatively pass weights= a converted .weights.h5 file."
-        ) from e
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated in recent torch
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-    return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in module.state_dict().items()}
+    from keras_ict.torchscript import read_tensors
+
+    return {k: v.astype(np.float64) for k, v in read_tensors(path).items()}
 
 
 def _convert_state(model: keras.Model, state: dict) -> None:
@@ -139,6 +130,12 @@ def _resolve_weights(weights) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 # Architecture
 # --------------------------------------------------------------------------------------------------------------
+
+
+def converted_weights_path(weights=None) -> Path:
+    """The Keras-layout `.weights.h5` of `weights` (default `default_weights_path()`), converted from the
+    TorchScript file and cached on first use."""
+    return _resolve_weights(weights)
 
 
 def _conv(x, name, filters, kernel, stride=1, padding="valid"):
@@ -246,7 +243,7 @@ def build_inception(weights=None) -> keras.Model:
     """The FID Inception-v3: NHWC float (N, 299, 299, 3) in [-1, 1) -> (N, 2048) pool_3 features.
 
     `weights`: None (the default `.pt`, see `default_weights_path`), a path to the TorchScript `.pt` file
-    (converted once with torch and cached, see the module docstring) or to a converted `.weights.h5` file.
+    (converted once and cached, see the module docstring) or to a converted `.weights.h5` file.
     """
     h5 = _resolve_weights(weights)
     model = _build_architecture()

@@ -11,7 +11,7 @@ from keras_ict import fid
 
 @pytest.fixture(scope="module")
 def torch_mod():
-    return pytest.importorskip("torch", reason="torch is needed to read the TorchScript .pt file")
+    return pytest.importorskip("torch", reason="torch runs the TorchScript reference")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def pt_path():
 
 
 @pytest.fixture(scope="module")
-def fid_env(tmp_path_factory, torch_mod, pt_path):
+def fid_env(tmp_path_factory, pt_path):
     """Converts the weights into a temporary cache once per module and builds the Keras model once."""
     mp = pytest.MonkeyPatch()
     mp.setenv("KERAS_ICT_CACHE", str(tmp_path_factory.mktemp("cache")))
@@ -193,9 +193,39 @@ def test_statistics_file_roundtrip(tmp_path):
 
 
 @pytest.mark.backend_independent
-def test_missing_torch_or_weights_errors(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ImportError, match="requires torch"):
-        fid._load_torchscript_state(tmp_path / "x.pt")
+def test_torchscript_tensors_read_without_torch_equal_torch_jit_load(torch_mod, pt_path, tmp_path, monkeypatch):
+    import io
+    import pickle
+    import zipfile
+
+    from keras_ict.torchscript import read_tensors
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        want = {k: v.numpy() for k, v in torch_mod.jit.load(str(pt_path), map_location="cpu").state_dict().items()}
+    monkeypatch.setitem(sys.modules, "torch", None)  # the reader must not need it
+    got = read_tensors(pt_path)
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+    class Evil:  # a pickle that would run os.system on load
+        def __reduce__(self):
+            import os
+
+            return os.system, ("echo pwned",)
+
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as archive:
+        buffer = io.BytesIO()
+        pickle.dump(Evil(), buffer)
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+    with pytest.raises(pickle.UnpicklingError, match="should not need .*system; refusing"):
+        read_tensors(evil)
+
+
+@pytest.mark.backend_independent
+def test_missing_weights_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="KERAS_ICT_FID_WEIGHTS"):
         fid.build_inception(tmp_path / "missing.pt")
