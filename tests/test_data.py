@@ -504,7 +504,8 @@ def test_tfds_streaming(monkeypatch, mnist):
 
 
 @pytest.mark.per_backend
-def test_pipeline_feeds_conditional_trainer(mnist):
+@pytest.mark.parametrize("pipeline", ["tf", "numpy"])
+def test_pipeline_feeds_conditional_trainer(mnist, pipeline):
     import keras
 
     from keras_ict import ConsistencyModel, ConsistencyTrainer
@@ -513,7 +514,8 @@ def test_pipeline_feeds_conditional_trainer(mnist):
     net = TinyNet(img_resolution=8, in_channels=1, label_dim=10, seed=0)
     trainer = ConsistencyTrainer(ConsistencyModel(net, noise_label_scale=1.0), total_steps=4, ema_decay=0.9, seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-    ds = data.load_dataset(mnist[0], image_size=8, resize="area", batch_size=8, labels=True, num_classes=10, flip=True)
+    ds = data.load_dataset(mnist[0], image_size=8, resize="area", batch_size=8, labels=True, num_classes=10, flip=True,
+                           pipeline=pipeline)
     history = trainer.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
 
