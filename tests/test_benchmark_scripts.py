@@ -147,3 +147,22 @@ def test_zoo_config_names_the_fid_statistics_by_repo_path(tmp_path):
     assert config["training"]["fid_ref"] == str(copy)  # the run's own config is left as it is
     copy.write_bytes(b"other statistics")
     assert publish.portable_config(config)["training"]["fid_ref"] == str(copy)  # not the same file: kept
+
+
+@pytest.mark.backend_independent
+def test_data_pipeline_benchmark_times_both_pipelines(tmp_path):
+    out = tmp_path / "data.json"
+    proc = _run("benchmarks/data_pipeline.py", "--batches", "2", "--warmup", "1", "--sources",
+                "mnist .npz, pad 28->32, labels", "--train-backends", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["pipeline"] for r in report["pipelines"]] == ["tf", "numpy"]
+    assert all(r["images_per_s"] > 0 and r["path"] == "../shared/datasets/mnist.npz" for r in report["pipelines"])
+    assert report["train_step"] == []
+
+
+@pytest.mark.backend_independent
+def test_install_check_refuses_unknown_extras(tmp_path):
+    proc = _run("scripts/check_install.py", "--extras", "mxnet", "--work", str(tmp_path / "work"))
+    assert proc.returncode == 2 and "invalid choice: 'mxnet'" in proc.stderr
+    assert not (tmp_path / "work").exists()
