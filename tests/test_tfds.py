@@ -14,7 +14,8 @@ tfds = pytest.importorskip("tensorflow_datasets")
 from harness import REPO, our_stderr_lines  # noqa: E402
 from keras_ict import data  # noqa: E402
 
-pytestmark = pytest.mark.backend_independent
+# xdist_group: one worker builds the module's TFDS dataset once
+pytestmark = [pytest.mark.backend_independent, pytest.mark.xdist_group("tfds-fixture")]
 NAME, TRAIN, TEST = "keras_ict_tiny_digits", 96, 32
 
 
