@@ -18,13 +18,10 @@ import numpy as np
 from keras_ict.data.sources import (
     batches_per_epoch,
     check_fits,
-    check_folder_labels,
     check_label_range,
-    check_same_size,
+    checked_folder,
     epoch_order,
-    first_image_shape,
     flip_mask,
-    list_images,
     load_npz,
     read_image_file,
     target_channels,
@@ -115,13 +112,7 @@ def _array_batches(x, y, channels, s, origin):
 
 
 def _folder_batches(folder, channels, s):
-    files, file_labels, class_names = list_images(folder)
-    check_folder_labels(folder, file_labels, class_names, s)
-    height, width, native = first_image_shape(files[0])
-    target = target_channels(native, channels, folder)
-    if s["resize"] is None:
-        check_same_size(files)
-        check_fits(height, width, s, folder)
+    files, file_labels, _, _, target = checked_folder(folder, channels, s)
     labels = file_labels.astype(np.int32) if s["labels"] else np.zeros([len(files)], np.int32)
 
     def load(idx):

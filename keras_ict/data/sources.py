@@ -396,6 +396,19 @@ def check_label_range(y, num_classes, origin):
         raise ValueError(f"label {int(y[i])} (example {i} of {str(origin)!r}) is out of range for {limit}")
 
 
+def checked_folder(folder, channels, s):
+    """(files, labels or None, height, width, target channels) of an image folder, after every check both
+    pipelines make before decoding: labels, channel conversion, and (without resizing) one size that fits."""
+    files, file_labels, class_names = list_images(folder)
+    check_folder_labels(folder, file_labels, class_names, s)
+    height, width, native = first_image_shape(files[0])
+    target = target_channels(native, channels, folder)
+    if s["resize"] is None:
+        check_same_size(files)
+        check_fits(height, width, s, folder)
+    return files, file_labels, height, width, target
+
+
 def check_folder_labels(folder, file_labels, class_names, s):
     if not s["labels"]:
         return

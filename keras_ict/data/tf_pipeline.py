@@ -13,13 +13,10 @@ from keras_ict.data.pipeline import RESIZE_METHODS  # noqa: F401 - its old home
 from keras_ict.data.sources import (
     batches_per_epoch,
     check_fits,
-    check_folder_labels,
     check_label_range,
-    check_same_size,
+    checked_folder,
     epoch_order,
-    first_image_shape,
     flip_mask,
-    list_images,
     load_npz,
     target_channels,
     tfds_builder,
@@ -78,13 +75,7 @@ def _array_pipeline(x, y, channels, s, origin):
 
 
 def _folder_pipeline(folder, channels, s):
-    files, file_labels, class_names = list_images(folder)
-    check_folder_labels(folder, file_labels, class_names, s)
-    height, width, native = first_image_shape(files[0])
-    target = target_channels(native, channels, folder)
-    if s["resize"] is None:
-        check_same_size(files)
-        check_fits(height, width, s, folder)
+    files, file_labels, height, width, target = checked_folder(folder, channels, s)
     paths_t = tf.constant(files)
     labels_t = tf.constant(file_labels.astype(np.int32)) if s["labels"] else tf.zeros([len(files)], tf.int32)
     size = s["image_size"]
