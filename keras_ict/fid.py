@@ -132,12 +132,6 @@ def _resolve_weights(weights) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def converted_weights_path(weights=None) -> Path:
-    """The Keras-layout `.weights.h5` of `weights` (default `default_weights_path()`), converted from the
-    TorchScript file and cached on first use."""
-    return _resolve_weights(weights)
-
-
 def _conv(x, name, filters, kernel, stride=1, padding="valid"):
     # Layer names encode the TorchScript path ("." -> "__") used by the weight conversion.
     x = layers.Conv2D(
