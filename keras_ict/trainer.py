@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from keras_ict import losses, paper, schedules
-from keras_ict.backends.distribution import mean_over_processes, num_replicas, replica_id, step_logs
+from keras_ict.backends.distribution import mean_over_processes, num_replicas, replica_rows, step_logs
 from keras_ict.backends.kernels import no_grad
 from keras_ict.parameterization import ConsistencyModel
 
@@ -244,11 +244,7 @@ class ConsistencyTrainer(keras.Model):
         batch = ops.shape(images)[0]
         sigma, sigma_next, num_scales = self.sample_noise_levels(batch * replicas)
         noise = keras.random.normal((replicas * batch,) + tuple(images.shape[1:]), seed=self.noise_seed)
-        if replicas > 1:
-            rid = replica_id()
-            pick = lambda v: ops.take(ops.reshape(v, (replicas, batch) + tuple(v.shape[1:])), rid, axis=0)  # noqa: E731
-            sigma, sigma_next, noise = pick(sigma), pick(sigma_next), pick(noise)
-        return sigma, sigma_next, num_scales, noise
+        return replica_rows(sigma), replica_rows(sigma_next), num_scales, replica_rows(noise)
 
     def consistency_distance(self, images, noise, sigma, sigma_next, labels=None, training=True):
         """Per-sample d(f(x + sigma_{i+1} z, sigma_{i+1}), stopgrad f(x + sigma_i z, sigma_i)) for given noise.

@@ -27,6 +27,7 @@ from keras import ops  # noqa: E402
 from keras_ict import ConsistencyModel, ConsistencyTrainer  # noqa: E402
 from keras_ict.backends.distribution import num_replicas, replica_id  # noqa: E402
 from keras_ict.networks import SongUNet  # noqa: E402
+from keras_ict.networks.layers import GlobalBatchDropout  # noqa: E402
 
 BATCH = 8
 rng = np.random.default_rng(0)
@@ -41,10 +42,17 @@ def build():
     # One resolution level (with attention): the engines trace or compile a third of the two-level network's layers;
     # resampling layers hold nothing a strategy treats differently from the convolutions kept here.
     net = SongUNet(img_resolution=8, in_channels=1, out_channels=1, model_channels=16, channel_mult=[1], num_blocks=1,
-                   attn_resolutions=[8], dropout=0.0, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
+                   attn_resolutions=[8], dropout=0.3, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
                    resample_filter=[1, 3, 3, 1], fourier_scale=0.02, seed=0)
     trainer = ConsistencyTrainer(ConsistencyModel(net), total_steps=100, ema_decay=0.5, seed=0)
     trainer.compile(optimizer=keras.optimizers.SGD(0.05))
+    # EDM zero-initialises the convolution after each dropout, which would hide the masks from the first step:
+    # non-zero values there make the step depend on which rows each replica drops.
+    init = np.random.default_rng(1)
+    for weight in trainer.model.trainable_weights:
+        value = ops.convert_to_numpy(weight)
+        if not value.any():
+            weight.assign((0.1 * init.standard_normal(value.shape)).astype(value.dtype))
     return trainer
 
 
@@ -83,6 +91,15 @@ if MODE == "tensorflow":
     values = strategy.run(lambda: noise_trainer.draw_noise(ops.zeros((4, 8, 8, 1)))[3])
     parts = [ops.convert_to_numpy(v) for v in strategy.experimental_local_results(values)]
     replicas_differ = bool(not np.allclose(parts[0], parts[1]))
+    # Dropout under the strategy: the replicas' outputs, stacked, are the one-device output of the global batch.
+    ones = np.ones((8, 4, 4, 2), "float32")
+    single_dropped = ops.convert_to_numpy(GlobalBatchDropout(0.5, seed=3)(ones, training=True))
+    with strategy.scope():
+        replica_layer = GlobalBatchDropout(0.5, seed=3)
+    halves = strategy.experimental_distribute_values_from_function(lambda ctx: ones[4 * ctx.replica_id_in_sync_group:][:4])
+    dropped = strategy.run(lambda x: replica_layer(x, training=True), args=(halves,))
+    dist_dropped = np.concatenate([ops.convert_to_numpy(v) for v in strategy.experimental_local_results(dropped)])
+    dropout_equal = bool(np.array_equal(single_dropped, dist_dropped) and 0 < (single_dropped == 0).mean() < 1)
     num_scales = dist_hist["num_scales"][0]
 else:
     import jax
@@ -92,6 +109,7 @@ else:
     dist_trainer = build()
     dist_hist, dist_w, dist_ema = step(dist_trainer)
     replicas_differ = None  # JAX draws the noise of the global batch in one program
+    dropout_equal = None  # and the dropout masks of the global batch
     num_scales = dist_hist["num_scales"][0]
 
 # Sampling a model built under the distribution (what the CLI does for its sample grids) gives the same images.
@@ -112,5 +130,6 @@ print(json.dumps({
         float(np.abs(a - b).max()) for a, b in zip(single_w, [ops.convert_to_numpy(w) for w in build().model.trainable_weights])
     ),
     "replicas_draw_different_noise": replicas_differ,
+    "dropout_masks_of_global_batch": dropout_equal,
     "num_scales_distributed": num_scales,
 }))

@@ -34,3 +34,4 @@ def test_two_device_step_equals_single_device_step():
     assert result["sample_shapes"] == [[3, 8, 8, 1], [3, 8, 8, 1]] and result["max_sample_diff"] < 1e-5
     if BACKEND == "tensorflow":
         assert result["replicas_draw_different_noise"] is True
+        assert result["dropout_masks_of_global_batch"] is True

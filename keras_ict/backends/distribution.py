@@ -61,6 +61,29 @@ def replica_id():
     return context.replica_id_in_sync_group
 
 
+def draw_for_replicas(draw, local_shape):
+    """This replica's slice of `draw(global_shape)`, the global batch being `num_replicas()` local batches.
+
+    Every replica (tf.distribute) or torch `ddp` process runs the step with the same generator states, so a draw
+    of the global batch's shape gives all of them the same array and each keeps its own rows: replicas get
+    different randomness, and the union of their slices is what one process would draw for the global batch.
+    With one replica this is `draw(local_shape)`.
+    """
+    local_shape = tuple(local_shape)
+    replicas = num_replicas()
+    if replicas == 1:
+        return draw(local_shape)
+    return replica_rows(draw((replicas * local_shape[0],) + local_shape[1:]))
+
+
+def replica_rows(values):
+    """The current replica's rows of a global-batch array (the whole array with one replica)."""
+    replicas = num_replicas()
+    if replicas == 1:
+        return values
+    return keras.ops.take(keras.ops.reshape(values, (replicas, -1) + tuple(values.shape[1:])), replica_id(), axis=0)
+
+
 STRATEGIES = {"tensorflow": ("mirrored", "multiworker", "tpu"), "jax": ("data-parallel",), "torch": ("ddp",)}
 
 

@@ -9,6 +9,7 @@ EDM reference networks (NVlabs/edm, `training/networks.py`), but in NHWC layout:
 * `GroupNorm`           group normalisation with `min(32, C // 4)` groups
 * `PositionalEmbedding` / `FourierEmbedding`  noise-level embeddings
 * `LabelDropout`        seeded per-example dropout of class-label vectors
+* `GlobalBatchDropout`  `keras.layers.Dropout` whose mask is drawn for the global batch and sliced per replica
 * `UNetBlock`           residual block with optional resampling and self-attention
 
 Every layer that owns EDM tensors implements `edm_tensors()`, which describes how its Keras
@@ -28,6 +29,7 @@ import numpy as np
 from keras import ops
 
 from ..backends import kernels
+from ..backends.distribution import draw_for_replicas, num_replicas
 from . import fir as fir_resampling
 from . import nhwc
 
@@ -35,6 +37,7 @@ __all__ = [
     "Conv2d",
     "FourierEmbedding",
     "GroupNorm",
+    "GlobalBatchDropout",
     "LabelDropout",
     "Linear",
     "PositionalEmbedding",
@@ -493,6 +496,30 @@ class ScaledSum(keras.layers.Layer):
 
 
 # ---------------------------------------------------------------------------------------
+# Dropout that is the same function of the global batch on one process or several replicas.
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class GlobalBatchDropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` whose mask under several replicas is this replica's rows of the global batch's mask.
+
+    Replicas (tf.distribute) and torch `ddp` processes hold the same seed-generator state; a plain Dropout would
+    give every replica the same mask at the same row, so a run on R replicas would not be the one-process run
+    of the global batch. With one replica this is `keras.layers.Dropout` unchanged (same masks, same variables).
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0 or self.noise_shape is not None or num_replicas() == 1:
+            return super().call(inputs, training=training)
+        # Masks depend on the shape and the seed only, so a draw over ones is the global batch's mask.
+        scaled_mask = draw_for_replicas(
+            lambda shape: keras.random.dropout(ops.ones(shape, dtype=inputs.dtype), self.rate, seed=self.seed_generator),
+            ops.shape(inputs),
+        )
+        return ops.where(ops.greater(scaled_mask, 0), inputs / (1.0 - self.rate), ops.zeros_like(inputs))
+
+
+# ---------------------------------------------------------------------------------------
 # Class-label dropout (classifier-free guidance).
 
 
@@ -513,8 +540,10 @@ class LabelDropout(keras.layers.Layer):
 
     def call(self, labels, training=None):
         if training and self.rate > 0:
-            batch = ops.shape(labels)[0]
-            u = keras.random.uniform((batch, 1), seed=self.seed_generator, dtype="float32")
+            u = draw_for_replicas(
+                lambda shape: keras.random.uniform(shape, seed=self.seed_generator, dtype="float32"),
+                (ops.shape(labels)[0], 1),
+            )
             keep = ops.cast(ops.greater_equal(u, self.rate), labels.dtype)
             return labels * keep
         return labels
@@ -630,7 +659,7 @@ class UNetBlock(keras.layers.Layer):
         )
         self.norm1 = GroupNorm(eps=eps, dtype=dt, name="norm1")
         self.drop = (
-            keras.layers.Dropout(self.dropout_rate, seed=_dropout_seed(seed, 4), dtype=dt, name="dropout")
+            GlobalBatchDropout(self.dropout_rate, seed=_dropout_seed(seed, 4), dtype=dt, name="dropout")
             if self.dropout_rate > 0
             else None
         )
