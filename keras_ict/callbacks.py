@@ -11,7 +11,7 @@ import numpy as np
 
 from keras_ict.backends.distribution import any_process
 from keras_ict.checkpoint import save_checkpoint
-from keras_ict.sampling import generate, save_image_grid
+from keras_ict.sampling import preview_samples, save_image_grid
 
 
 def _step(trainer):
@@ -166,7 +166,7 @@ class CheckpointAndSample(keras.callbacks.Callback):
         if step == self.last_saved:
             return None
         path = save_checkpoint(self.model, self.run_dir, self.state_fn() if self.state_fn else None, keep=self.keep)
-        images = generate(self.model.ema_model, self.sample_seeds, sigmas=(self.model.student.sigma_max,), labels=self.labels)
+        images = preview_samples(self.model.ema_model, self.sample_seeds, labels=self.labels)
         grid_path = save_image_grid(images, self.run_dir / "samples" / f"step_{step:09d}.png", ncols=8)
         if self.logger is not None:
             from keras_ict.sampling import image_grid

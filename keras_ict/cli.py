@@ -92,10 +92,12 @@ def _overrides(args):
         key, value = item.split("=", 1)
         overrides[key.strip().replace("-", "_")] = None if value.strip().lower() == "none" else value.strip()
     for flag, key in (("data", "data"), ("steps", "total_steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"),
-                      ("seed", "seed")):
-        value = getattr(args, flag)
+                      ("seed", "seed"), ("init", "init")):
+        value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
+    if getattr(args, "trust_pickle", False):
+        overrides["trust_pickle"] = True
     return overrides
 
 
@@ -308,6 +310,11 @@ def build_parser():
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
+    train.add_argument("--init", metavar="SOURCE",
+                       help="start from a run folder, model folder or zoo entry (its network weights), or an EDM "
+                       "state dict (.npz; .pt with --trust-pickle): e.g. an mnist-edm run for --preset mnist-ect")
+    train.add_argument("--trust-pickle", action="store_true",
+                       help="allow --init to be a pickled .pt file (loading one can run code from it)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any preset field (repeatable)")
     train.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
     train.add_argument("--strategy", choices=STRATEGY_NAMES,

@@ -36,3 +36,17 @@ TRAINER_SWITCHES = {
     "teacher": ("student", "ema"),
 }
 TEACHER_MU0 = 0.9  # CT's EMA-teacher rate mu0 (used only with teacher="ema")
+
+# EDM diffusion training (Karras et al. 2022, Table 1), the pre-training stage of consistency tuning: sigma is
+# lognormal with these parameters, the loss weight is (sigma^2 + sd^2) / (sigma sd)^2.
+EDM_P_MEAN = -1.2
+EDM_P_STD = 1.2
+# EDM's deterministic sampler (Algorithm 1): 18 steps (35 network calls) for CIFAR-10.
+EDM_HEUN_STEPS = 18
+
+# Consistency tuning, ECT (Geng et al. 2024, "Consistency Models Made Easy"; locuslab/ect, training/loss.py,
+# ECMLoss, EDM-codebase version): t lognormal(P_MEAN, P_STD) as iCT, r = max(0, t (1 - q^-(stage+1)
+# (1 + k sigmoid(-b t)))) with q 2, k 8, b 1 (their defaults), loss weight 1 / (t - r).
+ECT_Q = 2.0
+ECT_K = 8.0
+ECT_B = 1.0

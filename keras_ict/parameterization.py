@@ -30,6 +30,21 @@ def scalings(sigma, sigma_min=SIGMA_MIN, sigma_data=SIGMA_DATA):
     return c_skip, c_out, c_in
 
 
+def edm_scalings(sigma, sigma_data=SIGMA_DATA):
+    """EDM's denoiser preconditioning (Karras et al. 2022, Table 1): (c_skip, c_out, c_in) with
+    c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2).
+    It has no boundary condition: D(x, sigma) -> x only as sigma -> 0."""
+    if ops.is_tensor(sigma):
+        sq = ops.sqrt
+    else:
+        sigma = np.asarray(sigma, dtype=np.float64)
+        sq = np.sqrt
+    c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
+    c_out = sigma * sigma_data / sq(sigma**2 + sigma_data**2)
+    c_in = 1.0 / sq(sigma**2 + sigma_data**2)
+    return c_skip, c_out, c_in
+
+
 def default_noise_label_scale(network):
     """1 for Fourier-embedding networks (NCSN++), 1000 for positional ones (DDPM++, ADM)."""
     config = network.get_config() if hasattr(network, "get_config") else {}
@@ -134,6 +149,10 @@ class ConsistencyModel(keras.Model):
             self.network(build_inputs(specs))
         self.built = True
 
+    def scalings(self, sigma):
+        """(c_skip, c_out, c_in): the consistency boundary condition's, so f(x, sigma_min) = x."""
+        return scalings(sigma, self.sigma_min, self.sigma_data)
+
     def noise_labels(self, sigma):
         return self.noise_label_scale * ops.log(sigma) / 4.0
 
@@ -144,7 +163,7 @@ class ConsistencyModel(keras.Model):
         batch = ops.shape(x)[0]
         sigma = ops.reshape(sigma, (-1,))
         sigma = ops.broadcast_to(sigma, (batch,)) if sigma.shape[0] == 1 else sigma
-        c_skip, c_out, c_in = scalings(sigma, self.sigma_min, self.sigma_data)
+        c_skip, c_out, c_in = self.scalings(sigma)
         expand = lambda c: ops.reshape(c, (-1, 1, 1, 1))  # noqa: E731
         net_inputs = [expand(c_in) * x, self.noise_labels(sigma)]
         if self.conditional:
@@ -178,3 +197,28 @@ class ConsistencyModel(keras.Model):
             specs.append(((1,), "int32", 0))
         self(build_inputs(specs), training=False)
         return self
+
+
+@keras.saving.register_keras_serializable(package="keras_ict")
+class EDMDenoiser(ConsistencyModel):
+    """EDM's denoiser D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with EDM's scalings (`edm_scalings`):
+    the diffusion model that `keras_ict.diffusion` pre-trains, on the same networks and calling convention as
+    `ConsistencyModel` (c_noise = noise_label_scale ln(sigma) / 4 in both).
+
+    Consistency tuning starts from its network F: `to_consistency_model()` keeps F's weights and switches the
+    scalings to the boundary-condition ones, so the result satisfies f(x, sigma_min) = x exactly; the two agree
+    to O(sigma_min / sigma_data) away from sigma_min (`c_skip` differs by 2 sigma sigma_min sd^2 / (sigma^2 + sd^2)^2
+    to first order).
+    """
+
+    def scalings(self, sigma):
+        return edm_scalings(sigma, self.sigma_data)
+
+    def to_consistency_model(self):
+        """A `ConsistencyModel` with a copy of this network (same weights), sigma range and noise labels."""
+        config = self.get_config()
+        for key in ("name", "trainable", "dtype"):
+            config.pop(key, None)
+        model = ConsistencyModel.from_config(config).build_for_images()
+        model.network.set_weights(self.build_for_images().network.get_weights())
+        return model

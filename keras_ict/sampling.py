@@ -13,9 +13,9 @@ from keras_ict.backends import distribution
 
 def _as_consistency_model(model):
     from keras_ict.parameterization import ConsistencyModel
-    from keras_ict.trainer import ConsistencyTrainer
+    from keras_ict.trainer import EMATrainer
 
-    if isinstance(model, ConsistencyTrainer):
+    if isinstance(model, EMATrainer):
         return model.ema_model
     if not isinstance(model, ConsistencyModel):
         raise TypeError(f"generate needs a ConsistencyModel or ConsistencyTrainer, got {type(model).__name__}")
@@ -150,3 +150,16 @@ def save_image_grid(images, path, ncols=None):
     with atomic_output(path, suffix=".png") as tmp:
         mode_image.save(tmp, format="PNG")
     return path
+
+
+def preview_samples(model, seeds, labels=None):
+    """The images a run shows of its model: one step from sigma_max for a consistency model, EDM's Heun sampler
+    (`keras_ict.diffusion.heun_sample`, 18 steps) for a diffusion model (`EDMDenoiser`)."""
+    from keras_ict.parameterization import EDMDenoiser
+
+    model = _as_consistency_model(model)
+    if isinstance(model, EDMDenoiser):
+        from keras_ict.diffusion import heun_sample
+
+        return heun_sample(model, seeds, labels=labels)
+    return generate(model, seeds, sigmas=(model.sigma_max,), labels=labels)

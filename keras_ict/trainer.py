@@ -75,8 +75,117 @@ def _index_cdf_table(log_probs):
     return cdf
 
 
+class EMATrainer(keras.Model):
+    """What every keras-ict trainer shares: a student model that is optimised, its EMA (`ema_model`, what sampling
+    and export use), a step counter, the trainer's noise stream and the network's dropout states, all saved with
+    the trainer so a resumed run continues exactly. Subclasses validate their arguments, then call
+    `_build_models` and implement `compute_loss`."""
+
+    def _build_models(self, student, ema_decay, ema_warmup, seed):
+        if not isinstance(student, ConsistencyModel):
+            raise TypeError(f"the student must be a ConsistencyModel, got {type(student).__name__}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
+        self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
+        self.model = student.build_for_images()
+        self.ema_model = type(student).from_config(student.get_config()).build_for_images()
+        self.ema_model.set_weights(self.model.get_weights())
+        self.ema_model.trainable = False
+        self._ema_pairs = [(e, s) for e, s in zip(self.ema_model.weights, self.model.weights) if s.trainable]
+        if any(tuple(e.shape) != tuple(s.shape) for e, s in self._ema_pairs):
+            raise RuntimeError("EMA model weights do not line up with the student's")
+        self._dropout_states = _seed_state_variables(self.model)
+        self.step = keras.Variable(0, dtype="int32", trainable=False, name="step")
+        self.noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
+        self.num_scales_tracker = LastValue(name="num_scales")
+        self.sigma_tracker = keras.metrics.Mean(name="mean_sigma")
+        self._batch_mean = _BatchMean()
+
+    @property
+    def student(self):
+        """The model being trained (Keras' Distiller calls it the student). It is stored as `model`, the
+        attribute name saved checkpoints use, which stays as an alias."""
+        return self.model
+
+    def call(self, inputs, training=False):
+        # A trainer is not a predictor: its work happens in compute_loss. Sample with `ema_model`.
+        return inputs
+
+    def _unpack(self, x, y):
+        if isinstance(x, (tuple, list)) and len(x) == 2 and y is None:
+            x, y = x
+        if isinstance(x, dict):
+            x, y = x["images"], x.get("labels", y)
+        if y is not None and not self.model.conditional:
+            raise ValueError(
+                "the dataset yields labels but the model is unconditional; drop the labels "
+                "(e.g. dataset.map(lambda x, y: x)) or build a network with label_dim > 0"
+            )
+        if y is None and self.model.conditional:
+            raise ValueError("the model is class-conditional but the dataset yields no labels")
+        return x, y
+
+    def update_ema(self):
+        """ema <- ema + (1 - decay) (theta - ema) for every trainable weight of the student."""
+        rate = 1.0 - self.ema_decay
+        if self.ema_warmup:
+            step = ops.cast(self.step.value, "float32")
+            rate = 1.0 - ops.minimum(ops.convert_to_tensor(self.ema_decay, "float32"), (1.0 + step) / (10.0 + step))
+        for ema, weight in self._ema_pairs:
+            ema.assign(ema + rate * (ops.stop_gradient(ops.cast(weight.value, ema.dtype)) - ema))
+
+    def batch_loss(self, per_sample):
+        """The global batch's mean loss from per-sample losses (Keras' reduction: right under every strategy)."""
+        return mean_over_processes(self._batch_mean(ops.zeros_like(per_sample), per_sample))
+
+    def finish_step(self):
+        """After the loss of a training step: the EMA folds in the weights this step starts from (compute_loss
+        sees no post-update weights on any backend), then the step counter advances."""
+        self.update_ema()
+        self.step.assign(self.step.value + 1)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return step_logs(super().compute_metrics(x, y, y_pred, sample_weight))
+
+    def _random_states(self):
+        # Keras saves no SeedGenerator state; without these a reload would restart the noise and dropout
+        # streams and a resumed run would diverge from an uninterrupted one.
+        return [self.noise_seed.state] + self._dropout_states
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, variable in enumerate(self._random_states()):
+            store[f"random_state_{i}"] = variable
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith("random_state_")})
+        for i, variable in enumerate(self._random_states()):
+            if f"random_state_{i}" in keys:
+                variable.assign(store[f"random_state_{i}"])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "consistency_model": keras.saving.serialize_keras_object(self.model),
+                "ema_decay": self.ema_decay,
+                "ema_warmup": self.ema_warmup,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["consistency_model"] = keras.saving.deserialize_keras_object(config["consistency_model"])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_ict")
-class ConsistencyTrainer(keras.Model):
+class ConsistencyTrainer(EMATrainer):
     """Trains a `ConsistencyModel` with improved consistency training.
 
     Args:
@@ -143,8 +252,6 @@ class ConsistencyTrainer(keras.Model):
         self.curriculum, self.teacher, self.teacher_mu0 = curriculum, teacher, float(teacher_mu0)
         if not isinstance(consistency_model, ConsistencyModel):
             raise TypeError(f"consistency_model must be a ConsistencyModel, got {type(consistency_model).__name__}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.total_steps = int(total_steps)
         self.curriculum_steps = self.total_steps if curriculum_steps is None else int(curriculum_steps)
         self.s0, self.s1 = int(s0), int(s1)
@@ -153,8 +260,6 @@ class ConsistencyTrainer(keras.Model):
         self.huber_c = float(losses.pseudo_huber_c(consistency_model.image_shape) if huber_c is None else huber_c)
         if self.huber_c <= 0:
             raise ValueError(f"huber_c must be positive, got {self.huber_c}")
-        self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
-        self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
 
         grid = (consistency_model.sigma_min, consistency_model.sigma_max, self.rho, self.p_mean, self.p_std)
         if self.curriculum == "exponential":  # one row per stage of N(k)
@@ -166,14 +271,7 @@ class ConsistencyTrainer(keras.Model):
         self._sigma_table = sigma_table.astype("float32")
         self._cdf_table = _index_cdf_table(logp_table)
 
-        self.model = consistency_model.build_for_images()
-        self.ema_model = ConsistencyModel.from_config(consistency_model.get_config()).build_for_images()
-        self.ema_model.set_weights(self.model.get_weights())
-        self.ema_model.trainable = False
-        self._ema_pairs = [(e, s) for e, s in zip(self.ema_model.weights, self.model.weights) if s.trainable]
-        if any(tuple(e.shape) != tuple(s.shape) for e, s in self._ema_pairs):
-            raise RuntimeError("EMA model weights do not line up with the student's")
-        self._dropout_states = _seed_state_variables(self.model)
+        self._build_models(consistency_model, ema_decay, ema_warmup, seed)
         self.teacher_model = None
         if self.teacher == "ema":
             self.teacher_model = ConsistencyModel.from_config(consistency_model.get_config()).build_for_images()
@@ -181,37 +279,7 @@ class ConsistencyTrainer(keras.Model):
             self.teacher_model.trainable = False
             self._teacher_pairs = [(t, w) for t, w in zip(self.teacher_model.weights, self.model.weights) if w.trainable]
             self._teacher_dropout_states = _seed_state_variables(self.teacher_model)
-
-        self.step = keras.Variable(0, dtype="int32", trainable=False, name="step")
-        self.noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
-        self.num_scales_tracker = LastValue(name="num_scales")
-        self.sigma_tracker = keras.metrics.Mean(name="mean_sigma")
-        self._batch_mean = _BatchMean()
         self.built = True  # every weight exists now (call() creates none), so saving before fit is complete
-
-    @property
-    def student(self):
-        """The consistency model being trained (Keras' Distiller calls it the student). It is stored as `model`,
-        the attribute name saved checkpoints use, which stays as an alias."""
-        return self.model
-
-    def call(self, inputs, training=False):
-        # The trainer is not a predictor: its work happens in compute_loss. Sample with `ema_model`.
-        return inputs
-
-    def _unpack(self, x, y):
-        if isinstance(x, (tuple, list)) and len(x) == 2 and y is None:
-            x, y = x
-        if isinstance(x, dict):
-            x, y = x["images"], x.get("labels", y)
-        if y is not None and not self.model.conditional:
-            raise ValueError(
-                "the dataset yields labels but the model is unconditional; drop the labels "
-                "(e.g. dataset.map(lambda x, y: x)) or build a network with label_dim > 0"
-            )
-        if y is None and self.model.conditional:
-            raise ValueError("the model is class-conditional but the dataset yields no labels")
-        return x, y
 
     def _curriculum_row(self):
         """(row of the noise tables, N) at the current step."""
@@ -246,11 +314,12 @@ class ConsistencyTrainer(keras.Model):
         noise = keras.random.normal((replicas * batch,) + tuple(images.shape[1:]), seed=self.noise_seed)
         return replica_rows(sigma), replica_rows(sigma_next), num_scales, replica_rows(noise)
 
-    def consistency_distance(self, images, noise, sigma, sigma_next, labels=None, training=True):
+    def consistency_distance(self, images, noise, sigma, sigma_next, labels=None, training=True, clean_target=None):
         """Per-sample d(f(x + sigma_{i+1} z, sigma_{i+1}), stopgrad f(x + sigma_i z, sigma_i)) for given noise.
 
         The teacher is the student's own weights under stop-gradient, and both passes use the same dropout
-        mask: the network's seed states are replayed for the student pass.
+        mask: the network's seed states are replayed for the student pass. `clean_target` (per-sample bool)
+        replaces the teacher by the clean image where it is true (consistency tuning's r = 0).
         """
         images, noise = ops.cast(images, "float32"), ops.cast(noise, "float32")
         expand = lambda s: ops.reshape(ops.cast(s, "float32"), (-1, 1, 1, 1))  # noqa: E731
@@ -269,6 +338,8 @@ class ConsistencyTrainer(keras.Model):
                 teacher = ops.stop_gradient(self.model(teacher_inputs, training=training))
             for variable, state in zip(self._dropout_states, saved_states):
                 variable.assign(state)
+        if clean_target is not None:
+            teacher = ops.where(ops.reshape(clean_target, (-1, 1, 1, 1)), ops.cast(images, teacher.dtype), teacher)
         student = self.model([images + expand(sigma_next) * noise, sigma_next] + extra, training=training)
         if self.distance == "l2":
             return losses.squared_l2(student, teacher)
@@ -281,15 +352,6 @@ class ConsistencyTrainer(keras.Model):
         if self.weighting == "uniform":
             return distance
         return losses.consistency_weight(sigma, sigma_next) * distance
-
-    def update_ema(self):
-        """ema <- ema + (1 - decay) (theta - ema) for every trainable weight of the student."""
-        rate = 1.0 - self.ema_decay
-        if self.ema_warmup:
-            step = ops.cast(self.step.value, "float32")
-            rate = 1.0 - ops.minimum(ops.convert_to_tensor(self.ema_decay, "float32"), (1.0 + step) / (10.0 + step))
-        for ema, weight in self._ema_pairs:
-            ema.assign(ema + rate * (ops.stop_gradient(ops.cast(weight.value, ema.dtype)) - ema))
 
     def teacher_decay(self, num_scales):
         """CT's target-network rate mu(k) = exp(s0 ln(mu0) / N(k))."""
@@ -306,43 +368,19 @@ class ConsistencyTrainer(keras.Model):
         images, labels = self._unpack(x, y)
         sigma, sigma_next, num_scales, noise = self.draw_noise(images)
         per_sample = self.consistency_loss(images, noise, sigma, sigma_next, labels, training=training)
-        loss = mean_over_processes(self._batch_mean(ops.zeros_like(per_sample), per_sample))
+        loss = self.batch_loss(per_sample)
         self.num_scales_tracker.update_state(num_scales)
         self.sigma_tracker.update_state(mean_over_processes(ops.mean(sigma_next)))
         if training:
-            # The EMA follows the weights this step starts from: theta_k is folded in while computing the
-            # step that produces theta_{k+1} (compute_loss sees no post-update weights on any backend).
-            self.update_ema()
             if self.teacher_model is not None:
                 self.update_teacher(num_scales)
-            self.step.assign(self.step.value + 1)
+            self.finish_step()
         return loss
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return step_logs(super().compute_metrics(x, y, y_pred, sample_weight))
-
-    def _random_states(self):
-        # Keras saves no SeedGenerator state; without these a reload would restart the noise and dropout
-        # streams and a resumed run would diverge from an uninterrupted one.
-        return [self.noise_seed.state] + self._dropout_states
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        for i, variable in enumerate(self._random_states()):
-            store[f"random_state_{i}"] = variable
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        super().load_own_variables({k: store[k] for k in keys if not k.startswith("random_state_")})
-        for i, variable in enumerate(self._random_states()):
-            if f"random_state_{i}" in keys:
-                variable.assign(store[f"random_state_{i}"])
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "consistency_model": keras.saving.serialize_keras_object(self.model),
                 "total_steps": self.total_steps,
                 "s0": self.s0,
                 "s1": self.s1,
@@ -350,8 +388,6 @@ class ConsistencyTrainer(keras.Model):
                 "p_std": self.p_std,
                 "rho": self.rho,
                 "huber_c": self.huber_c,
-                "ema_decay": self.ema_decay,
-                "seed": self.seed,
                 "distance": self.distance,
                 "weighting": self.weighting,
                 "index_distribution": self.index_distribution,
@@ -359,13 +395,6 @@ class ConsistencyTrainer(keras.Model):
                 "teacher": self.teacher,
                 "teacher_mu0": self.teacher_mu0,
                 "curriculum_steps": self.curriculum_steps,
-                "ema_warmup": self.ema_warmup,
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["consistency_model"] = keras.saving.deserialize_keras_object(config["consistency_model"])
-        return cls(**config)

@@ -149,6 +149,10 @@ def train(recipe, run_dir, *, data=None, steps=None, batch_size=None, learning_r
     image_shape = (cls_kwargs["img_resolution"], cls_kwargs["img_resolution"], cls_kwargs["in_channels"])
     data_pipeline = check_data_pipeline(data_pipeline, config["data"])
     info = check_data(config, image_shape)
+    if config["init"]:
+        from keras_ict.initialization import check_init
+
+        check_init(config)
     if config["fid_every"] and config["fid_ref"]:
         from keras_ict.evaluation import check_reference
 
@@ -226,7 +230,7 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
     from keras_ict.data import load_dataset
     from keras_ict.files import write_json
     from keras_ict.recipes import build_trainer, model_config
-    from keras_ict.sampling import generate
+    from keras_ict.sampling import generate, preview_samples
 
     if mode == "fresh":
         for path in run_dir.iterdir():
@@ -243,6 +247,10 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
         else:
             keras.utils.set_random_seed(config["seed"])
             trainer, state = build_trainer(config), {"step": 0, "wall_s": 0.0}
+            if config["init"]:
+                from keras_ict.initialization import initialize_trainer
+
+                print(f"initialised from {initialize_trainer(trainer, config)}", flush=True)
     prepare_trainer(trainer)
 
     def current_step():
@@ -270,10 +278,13 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         two_step = (config["sigma_max"], config["two_step_sigma"])
-        samples = {
-            "samples_1step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"],), labels=labels),
-            "samples_2step.png": generate(trainer.ema_model, seeds, sigmas=two_step, labels=labels),
-        }
+        if config["method"] == "edm":  # a diffusion model: EDM's sampler
+            samples = {"samples_heun.png": preview_samples(trainer.ema_model, seeds, labels=labels)}
+        else:
+            samples = {
+                "samples_1step.png": generate(trainer.ema_model, seeds, sigmas=(config["sigma_max"],), labels=labels),
+                "samples_2step.png": generate(trainer.ema_model, seeds, sigmas=two_step, labels=labels),
+            }
         return save_final(trainer, run_dir / "final", model_config(config), meta, samples)
 
     if step >= total:
