@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 _ATTRIBUTES = {
     "ConsistencyModel": "keras_ict.parameterization",
     "ConsistencyTrainer": "keras_ict.trainer",
+    "EDMDenoiser": "keras_ict.parameterization",
+    "DiffusionTrainer": "keras_ict.diffusion",
+    "ConsistencyTuningTrainer": "keras_ict.ect",
+    "heun_sample": "keras_ict.diffusion",
     "generate": "keras_ict.sampling",
     "image_grid": "keras_ict.sampling",
     "save_image_grid": "keras_ict.sampling",
@@ -22,14 +26,16 @@ _ATTRIBUTES = {
     "train": "keras_ict.training",
     "TrainResult": "keras_ict.training",
 }
-_SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "digit_judge", "evaluation", "export", "fid", "losses", "networks",
-               "optimizers", "paper", "presets", "recipes", "schedules", "training", "zoo")
+_SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "diffusion", "digit_judge", "ect", "evaluation", "export", "fid",
+               "initialization", "losses", "networks", "optimizers", "paper", "presets", "recipes", "schedules", "training",
+               "zoo")
 
 __all__ = sorted(list(_ATTRIBUTES) + list(_SUBMODULES))
 
 
 def _load_all():
-    for module in ("keras_ict.networks", "keras_ict.parameterization", "keras_ict.trainer", "keras_ict.optimizers"):
+    for module in ("keras_ict.networks", "keras_ict.parameterization", "keras_ict.trainer", "keras_ict.diffusion",
+                   "keras_ict.ect", "keras_ict.optimizers"):
         importlib.import_module(module)
 
 
@@ -38,7 +44,8 @@ def __getattr__(name):
         _load_all()
         return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
     if name in _SUBMODULES:
-        _load_all()
+        # No _load_all here: package modules import their siblings this way (`from keras_ict import losses`), and
+        # loading every trainer from inside a half-imported one would be circular.
         return importlib.import_module(f"keras_ict.{name}")
     raise AttributeError(f"module 'keras_ict' has no attribute {name!r}")
 

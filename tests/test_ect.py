@@ -208,13 +208,21 @@ def test_cli_diffusion_run_then_tuning_from_it_and_init_errors(tmp_path, shared_
     assert edm.returncode == 0, edm.stderr[-2000:]
     final = json.loads((tmp_path / "edm" / "final" / "config.json").read_text())
     assert final["kind"] == "edm_denoiser" and (tmp_path / "edm" / "final" / "samples_heun.png").is_file()
-    ect = _train("--preset", "mnist-ect", "--steps", "2", "--out", str(tmp_path / "ect"), "--init", str(tmp_path / "edm"))
+    tune = ["--preset", "mnist-ect", "--steps", "2", "--init", str(tmp_path / "edm")]
+    ect = _train(*tune, "--out", str(tmp_path / "ect"))
     assert ect.returncode == 0, ect.stderr[-2000:]
     assert "initialised from" in ect.stdout
+    # Stopped after one step and resumed in a new process: the same model as the uninterrupted run.
+    first = _train(*tune, "--out", str(tmp_path / "ect_resumed"), "--stop-at-step", "1")
+    second = _train(*tune, "--out", str(tmp_path / "ect_resumed"))
+    assert first.returncode == 0 and second.returncode == 0 and "resuming from" in second.stdout, second.stderr[-2000:]
     import keras_ict
 
     tuned = keras_ict.from_preset(tmp_path / "ect" / "final")
+    resumed = keras_ict.from_preset(tmp_path / "ect_resumed" / "final")
     assert type(tuned) is ConsistencyModel
+    for a, b in zip(tuned.weights, resumed.weights):
+        np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), atol=1e-6)
     bad = {
         "not a run folder": ["--init", str(tmp_path / "nothing")],
         "pickled torch file": ["--init", str(_touch(tmp_path / "net.pt"))],
