@@ -108,8 +108,18 @@ def main(argv=None):
     for extra in args.extras:
         print(f"=== [{extra}] ===", flush=True)
         row = check_extra(extra, wheel, work, args.keep)
+        row["measured"] = {"date": time.strftime("%Y-%m-%d"), "platform": platform.platform(), "cpus": os.cpu_count()}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    # Extras not checked this time keep their earlier rows (each row says when and where it was measured).
+    earlier = REPO / args.json
+    if earlier.is_file():
+        old_report = json.loads(earlier.read_text())
+        for row in old_report.get("extras", []):
+            if row["extra"] not in args.extras:
+                row.setdefault("measured", {"platform": old_report.get("machine", {}).get("platform")})
+                rows.append(row)
+        rows.sort(key=lambda r: list(EXTRAS).index(r["extra"]))
     print()
     print("| extra | install s | venv MB | also installed | train | sample | fid |")
     print("| --- | ---: | ---: | --- | --- | --- | --- |")

@@ -166,3 +166,30 @@ def test_install_check_refuses_unknown_extras(tmp_path):
     proc = _run("scripts/check_install.py", "--extras", "mxnet", "--work", str(tmp_path / "work"))
     assert proc.returncode == 2 and "invalid choice: 'mxnet'" in proc.stderr
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.backend_independent
+def test_ect_vs_ict_collect_puts_both_arms_on_one_time_axis(tmp_path):
+    work = tmp_path / "work"
+    log = "step,images_seen,wall_s,loss,num_scales,mean_sigma\n50,1600,100,1,11,1\n100,3200,200,1,11,1\n"
+    judge = ("step,metric,value,num,seeds\n50,judge1k_fd_1step,300,1000,0-999\n50,judge1k_fd_2step,200,1000,0-999\n"
+             "100,judge1k_fd_1step,150,1000,0-999\n100,judge1k_fd_2step,90,1000,0-999\n")
+    for stage, judged in (("ict/ict", True), ("edm+ect/edm", False), ("edm+ect/ect", True)):
+        run = work / stage
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"batch_size": 32, "seed": 0}))
+        (run / "log.csv").write_text(log)
+        if judged:
+            (run / "judge.csv").write_text(judge)
+    (work / "ict" / "fid10000.json").write_text(json.dumps({"results": [
+        {"metric": "fid10k_1step", "fid": 120.123}, {"metric": "fid10k_2step", "fid": 99.0}]}))
+    out = tmp_path / "evi.json"
+    proc = _run("benchmarks/ect_vs_ict.py", "--collect", "--work", str(work), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    arms = {a["arm"]: a for a in json.loads(out.read_text())["arms"]}
+    assert [p["hours"] for p in arms["ict"]["points"]] == [round(100 / 3600, 4), round(200 / 3600, 4)]
+    # The tuning stage's points come after the diffusion stage's 200 s.
+    assert [p["hours"] for p in arms["edm+ect"]["points"]] == [round(300 / 3600, 4), round(400 / 3600, 4)]
+    assert arms["edm+ect"]["wall_s"] == 400 and arms["ict"]["final_fid"] == {"fid10k_1step": 120.12, "fid10k_2step": 99.0}
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "| ict | ict 100 (200) | 0.06 | 150.0 / 90.0 | 120.1 / 99.0 |" in proc.stdout
