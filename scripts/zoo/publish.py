@@ -145,6 +145,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
 """
     curve = ("\n![learning curve](curve.png)\n\n`curve.png`: the metrics logged during training (fid.csv, judge.csv "
              "of the run) against images seen.\n") if meta.get("curve") else ""
+    ema_note = ", reached through the warm-up min(decay, (1 + k) / (10 + k)) at step k" if meta.get("ema_warmup") else ""
     return f"""# keras-ict zoo: `{name}`
 
 {meta['description']}
@@ -153,7 +154,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
 * **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
   seen), trained with `{meta['command']}` on {meta['backend']} ({machine['cpus']} CPU cores, {machine['platform']}),
   {meta['wall_time_s'] / 3600:.2f} h wall time.
-* **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}).
+* **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}{ema_note}).
 * **Sampling:** one step from sigma {meta['sigmas_1step'][0]:g}; two steps with intermediate sigma {meta['sigmas_2step'][1]:g}.
 
 ## FID (Inception-v3 2015-12-05, computed here)
@@ -263,6 +264,7 @@ def main(argv=None):
             "batch_size": run_config["batch_size"],
             "images_seen": train_meta["images_seen"],
             "ema_decay": run_config["ema_decay"],
+            "ema_warmup": bool(run_config.get("ema_warmup", False)),
             "wall_time_s": train_meta["wall_time_s"],
             "backend": train_meta["backend"],
             "keras": train_meta["keras"],
