@@ -12,11 +12,14 @@ from keras_ict.backends import distribution
 
 
 def _as_consistency_model(model):
-    from keras_ict.parameterization import ConsistencyModel
+    from keras_ict.parameterization import ConsistencyModel, EDMDenoiser
     from keras_ict.trainer import EMATrainer
 
     if isinstance(model, EMATrainer):
-        return model.ema_model
+        model = model.ema_model
+    if isinstance(model, EDMDenoiser):
+        raise TypeError("this is a diffusion model (EDMDenoiser), not a consistency model: sample it with "
+                        "keras_ict.diffusion.heun_sample, or tune it into one (recipe mnist-ect, --init)")
     if not isinstance(model, ConsistencyModel):
         raise TypeError(f"generate needs a ConsistencyModel or ConsistencyTrainer, got {type(model).__name__}")
     return model
@@ -156,8 +159,9 @@ def preview_samples(model, seeds, labels=None):
     """The images a run shows of its model: one step from sigma_max for a consistency model, EDM's Heun sampler
     (`keras_ict.diffusion.heun_sample`, 18 steps) for a diffusion model (`EDMDenoiser`)."""
     from keras_ict.parameterization import EDMDenoiser
+    from keras_ict.trainer import EMATrainer
 
-    model = _as_consistency_model(model)
+    model = model.ema_model if isinstance(model, EMATrainer) else model
     if isinstance(model, EDMDenoiser):
         from keras_ict.diffusion import heun_sample
 

@@ -190,6 +190,10 @@ def test_constructor_errors():
         ConsistencyTuningTrainer(model, total_steps=10, stage_steps=0)
     with pytest.raises(TypeError, match="EDMDenoiser"):
         heun_sample(model, range(2))
+    from keras_ict.sampling import generate
+
+    with pytest.raises(TypeError, match="diffusion model"):
+        generate(EDMDenoiser(SongUNet(**case.NETWORK_CONFIG)), range(2))
 
 
 TINY = ['--set', 'network_overrides={"model_channels":8,"channel_mult":[1],"attn_resolutions":[],"num_blocks":1}',
