@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_ict import paper
 from keras_ict.backends import distribution
-from keras_ict.backends.distribution import mean_over_processes, replica_rows
+from keras_ict.backends.distribution import draw_for_replicas, mean_over_processes
 from keras_ict.parameterization import EDMDenoiser
 from keras_ict.trainer import EMATrainer
 
@@ -120,12 +120,9 @@ class DiffusionTrainer(EMATrainer):
     def draw_noise(self, images):
         """(sigma, z) for a batch from the trainer's noise stream; several replicas each keep their rows of the
         global batch's draw."""
-        replicas = distribution.num_replicas()
-        batch = ops.shape(images)[0]
-        normal = keras.random.normal((replicas * batch,), seed=self.noise_seed)
-        sigma = ops.exp(self.p_mean + self.p_std * normal)
-        noise = keras.random.normal((replicas * batch,) + tuple(images.shape[1:]), seed=self.noise_seed)
-        return replica_rows(sigma), replica_rows(noise)
+        normal = lambda shape: keras.random.normal(shape, seed=self.noise_seed)  # noqa: E731
+        sigma = ops.exp(self.p_mean + self.p_std * draw_for_replicas(normal, (ops.shape(images)[0],)))
+        return sigma, draw_for_replicas(normal, ops.shape(images))
 
     def denoising_loss(self, images, noise, sigma, labels=None, training=True):
         """Per-sample lambda(sigma) ||D(x + sigma z, sigma) - x||^2 for given noise."""

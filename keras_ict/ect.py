@@ -23,8 +23,7 @@ import numpy as np
 from keras import ops
 
 from keras_ict import paper
-from keras_ict.backends import distribution
-from keras_ict.backends.distribution import replica_rows
+from keras_ict.backends.distribution import draw_for_replicas
 from keras_ict.trainer import ConsistencyTrainer
 
 
@@ -74,14 +73,12 @@ class ConsistencyTuningTrainer(ConsistencyTrainer):
 
     def draw_noise(self, images):
         """(r, t, stage, z): t lognormal clipped to the model's sigma range, r = tuning_r(t, stage)."""
-        replicas = distribution.num_replicas()
-        batch = ops.shape(images)[0]
-        normal = keras.random.normal((replicas * batch,), seed=self.noise_seed)
-        t = ops.clip(ops.exp(self.p_mean + self.p_std * normal), self.model.sigma_min, self.model.sigma_max)
+        normal = lambda shape: keras.random.normal(shape, seed=self.noise_seed)  # noqa: E731
+        t = ops.exp(self.p_mean + self.p_std * draw_for_replicas(normal, (ops.shape(images)[0],)))
+        t = ops.clip(t, self.model.sigma_min, self.model.sigma_max)
         stage = self.stage()
         r = tuning_r(t, stage, self.q, self.k, self.b)
-        noise = keras.random.normal((replicas * batch,) + tuple(images.shape[1:]), seed=self.noise_seed)
-        return replica_rows(r), replica_rows(t), stage, replica_rows(noise)
+        return r, t, stage, draw_for_replicas(normal, ops.shape(images))
 
     def consistency_loss(self, images, noise, sigma, sigma_next, labels=None, training=True):
         """Per-sample 1 / (t - r) d(f(x + t z, t), stopgrad f(x + r z, r)), with r = `sigma`, t = `sigma_next`
