@@ -94,6 +94,10 @@ def read_arm(arm, args):
         row = recipe_study.read_run(run_dir)
         rows.append({"stage": stage, "recipe": recipe, "steps": row["steps"], "images_seen": row["images_seen"],
                      "wall_s": row["wall_s"], "img_per_s_median": row["img_per_s_median"]})
+        # The diffusion model on its own (EDM's Heun sampler), where scripts/zoo/mnist_ect.sh measured it.
+        for fid_json in sorted(run_dir.glob("fid*_heun*.json")):
+            rows[-1].setdefault("fid_heun", {}).update(
+                {r["metric"]: round(r["fid"], 2) for r in json.loads(fid_json.read_text())["results"]})
         for point in row["points"]:
             points.append(dict(point, stage=stage, hours=round((wall_before + (point["wall_s"] or 0.0)) / 3600, 4)))
         wall_before += row["wall_s"]

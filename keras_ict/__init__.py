@@ -25,10 +25,12 @@ _ATTRIBUTES = {
     "compute_fid": "keras_ict.evaluation",
     "train": "keras_ict.training",
     "TrainResult": "keras_ict.training",
+    "pack_run": "keras_ict.run_archive",
+    "unpack_run": "keras_ict.run_archive",
 }
 _SUBMODULES = ("callbacks", "checkpoint", "cli", "data", "diffusion", "digit_judge", "ect", "evaluation", "export", "fid",
-               "initialization", "losses", "networks", "optimizers", "paper", "presets", "recipes", "schedules", "training",
-               "zoo")
+               "initialization", "losses", "networks", "optimizers", "paper", "presets", "recipes", "run_archive", "schedules",
+               "training", "zoo")
 
 __all__ = sorted(list(_ATTRIBUTES) + list(_SUBMODULES))
 

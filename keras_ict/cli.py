@@ -4,6 +4,7 @@
     keras-ict sample --model runs/mnist/final --seeds 0-63 --sigmas 80,0.821 --out grid.png
     keras-ict fid --model runs/mnist/final --ref fid_refs/mnist-train-32px.npz --num 10000 --steps 1,2
     keras-ict fid-ref --data ../shared/datasets/mnist.npz --preset mnist --out fid_refs/mnist-train-32px.npz
+    keras-ict pack --run runs/mnist --out mnist-run.tar      # resume on another machine: keras-ict unpack
     keras-ict presets
 
 User errors print one line `keras-ict: error: ...` and exit with status 2, before any file is written.
@@ -132,15 +133,31 @@ def cmd_sample(args):
         if args.num is None or args.num < 1:
             raise UserError("give --num N (>= 1) or --seeds A-B")
         seeds = list(range(args.num))
+    if args.heun_steps is not None and args.heun_steps < 1:
+        raise UserError(f"--heun-steps must be >= 1, got {args.heun_steps}")
+    if args.heun_steps is not None and (args.steps is not None or args.sigmas is not None):
+        raise UserError("--heun-steps (diffusion models) cannot be combined with --steps or --sigmas (consistency "
+                        "models)")
 
     import numpy as np
 
+    from keras_ict.parameterization import EDMDenoiser
     from keras_ict.sampling import generate, save_image_grid, to_uint8
     from keras_ict.zoo import from_preset
 
     explicit_sigmas = parse_floats(args.sigmas, "--sigmas") if args.sigmas else None
     model = from_preset(args.model)
-    if explicit_sigmas:
+    diffusion = isinstance(model, EDMDenoiser)
+    if diffusion and (args.steps is not None or args.sigmas is not None):
+        raise UserError(f"{args.model} is a diffusion model (EDMDenoiser): sample it with EDM's Heun sampler, "
+                        "--heun-steps N (default 18), not --steps / --sigmas")
+    if not diffusion and args.heun_steps is not None:
+        raise UserError(f"{args.model} is a consistency model: --heun-steps is for diffusion models")
+    if diffusion:
+        from keras_ict import paper
+
+        heun_steps = args.heun_steps or paper.EDM_HEUN_STEPS
+    elif explicit_sigmas:
         sigmas = explicit_sigmas
     else:
         sigmas = model.sampling.get("sigmas_2step" if args.steps == 2 else "sigmas_1step", [model.sigma_max])
@@ -150,14 +167,20 @@ def cmd_sample(args):
         labels = labels[0] if len(labels) == 1 else labels
     elif model.conditional:
         labels = [s % model.label_dim for s in seeds]
-    images = generate(model, seeds, sigmas=sigmas, labels=labels, batch_size=args.batch_size)
+    if diffusion:
+        from keras_ict.diffusion import heun_sample
+
+        images = heun_sample(model, seeds, num_steps=heun_steps, labels=labels, batch_size=args.batch_size)
+    else:
+        images = generate(model, seeds, sigmas=sigmas, labels=labels, batch_size=args.batch_size)
     if out.suffix.lower() == ".png":
         save_image_grid(images, out, ncols=args.ncols)
     else:
         from keras_ict.files import atomic_write_bytes_npz
 
-        atomic_write_bytes_npz(out, images=to_uint8(images), seeds=np.asarray(seeds), sigmas=np.asarray(sigmas),
-                               labels=np.asarray(labels if labels is not None else []))
+        sampler = dict(heun_steps=np.asarray(heun_steps)) if diffusion else dict(sigmas=np.asarray(sigmas))
+        atomic_write_bytes_npz(out, images=to_uint8(images), seeds=np.asarray(seeds),
+                               labels=np.asarray(labels if labels is not None else []), **sampler)
     print(f"wrote {len(seeds)} images to {out}")
     return 0
 
@@ -180,7 +203,12 @@ def cmd_fid(args):
         raise UserError("--seed-start must be >= 0")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    steps = _parse_steps(args.steps) if args.sigmas is None else [None]
+    if args.heun_steps is not None and args.heun_steps < 1:
+        raise UserError(f"--heun-steps must be >= 1, got {args.heun_steps}")
+    if args.heun_steps is not None and (args.steps is not None or args.sigmas is not None):
+        raise UserError("--heun-steps (diffusion models) cannot be combined with --steps or --sigmas (consistency "
+                        "models)")
+    steps = _parse_steps(args.steps or "1") if args.sigmas is None else [None]
     sigmas = parse_floats(args.sigmas, "--sigmas") if args.sigmas else None
     if args.out is not None and Path(args.out).suffix.lower() != ".json":
         raise UserError(f"--out must end in .json, got {Path(args.out).name!r}")
@@ -190,21 +218,33 @@ def cmd_fid(args):
 
     from keras_ict.evaluation import compute_fid, resolve_sigmas
     from keras_ict.files import write_json
+    from keras_ict.parameterization import EDMDenoiser
     from keras_ict.zoo import from_preset
 
     model = from_preset(args.model)
-    for step in steps:  # fail on a missing two-step sigma before any feature is computed
-        resolve_sigmas(model, step, sigmas)
+    diffusion = isinstance(model, EDMDenoiser)
+    if diffusion and (args.steps is not None or args.sigmas is not None):
+        raise UserError(f"{args.model} is a diffusion model (EDMDenoiser): its FID uses EDM's Heun sampler, "
+                        "--heun-steps N (default 18), not --steps / --sigmas")
+    if not diffusion and args.heun_steps is not None:
+        raise UserError(f"{args.model} is a consistency model: --heun-steps is for diffusion models; use --steps or "
+                        "--sigmas")
+    runs = [dict(heun_steps=args.heun_steps)] if diffusion else [dict(steps=step or 1, sigmas=sigmas) for step in steps]
+    if not diffusion:
+        for step in steps:  # fail on a missing two-step sigma before any feature is computed
+            resolve_sigmas(model, step, sigmas)
     results = []
-    for step in steps:
+    for sampler_args in runs:
         result = compute_fid(
-            model, args.ref, num=args.num, steps=step or 1, sigmas=sigmas, seed_start=args.seed_start,
-            batch_size=args.batch_size, weights=args.weights, split=args.split, resize=args.resize,
+            model, args.ref, num=args.num, seed_start=args.seed_start, batch_size=args.batch_size,
+            weights=args.weights, split=args.split, resize=args.resize, **sampler_args,
         )
         result["model"] = str(args.model)
         results.append(result)
-        print(f"{result['metric']} {result['fid']:.4f}  (model {args.model}, seeds {result['seeds']}, sigmas "
-              f"{result['sigmas']}, ref {args.ref}, {result['backend']}, {result['wall_s']} s)", flush=True)
+        how = (f"Heun {result['heun_steps']} steps, {result['network_calls']} network calls" if diffusion
+               else f"sigmas {result['sigmas']}")
+        print(f"{result['metric']} {result['fid']:.4f}  (model {args.model}, seeds {result['seeds']}, {how}, "
+              f"ref {args.ref}, {result['backend']}, {result['wall_s']} s)", flush=True)
     if args.out:
         write_json(Path(args.out), {"results": results})
         print(f"wrote {args.out}")
@@ -283,6 +323,26 @@ def cmd_export(args):
     return 0
 
 
+def cmd_pack(args):
+    from keras_ict.run_archive import pack_run
+
+    manifest = pack_run(args.run, args.out)
+    size = Path(args.out).stat().st_size / 2**20
+    print(f"packed {args.run} ({len(manifest['files'])} files, checkpoint {manifest['checkpoint'] or 'none'}) into "
+          f"{args.out} ({size:.1f} MB); resume elsewhere with: keras-ict unpack {args.out} --out RUN && "
+          "keras-ict train --out RUN ... (the same flags)")
+    return 0
+
+
+def cmd_unpack(args):
+    from keras_ict.run_archive import unpack_run
+
+    manifest = unpack_run(args.archive, args.out)
+    print(f"unpacked {args.archive} into {args.out} ({len(manifest['files'])} files verified, checkpoint "
+          f"{manifest['checkpoint'] or 'none'}); `keras-ict train --out {args.out}` with the run's flags resumes it")
+    return 0
+
+
 def cmd_presets(args):
     from keras_ict.recipes import RECIPES
 
@@ -335,7 +395,9 @@ def build_parser():
     sample.add_argument("--model", required=True, help="RUN_DIR/final, a model folder, or a zoo name")
     sample.add_argument("--num", type=int)
     sample.add_argument("--seeds")
-    sample.add_argument("--steps", type=int, choices=(1, 2), default=1, help="use the model's 1- or 2-step sigmas")
+    sample.add_argument("--steps", type=int, choices=(1, 2), help="use the model's 1- or 2-step sigmas (default 1)")
+    sample.add_argument("--heun-steps", type=int,
+                        help="diffusion models (e.g. an mnist-edm run): EDM's Heun sampler with N steps (default 18)")
     sample.add_argument("--sigmas", help="explicit decreasing sigmas, e.g. 80,0.821")
     sample.add_argument("--labels", help="class label(s) for a conditional model: one for all or one per seed")
     sample.add_argument("--batch-size", type=int, default=64)
@@ -348,8 +410,10 @@ def build_parser():
     fid_p.add_argument("--model", required=True, help="RUN_DIR/final, a model folder, or a zoo name")
     fid_p.add_argument("--ref", required=True, help="statistics .npz (mu, sigma), or a dataset (path or tfds:NAME)")
     fid_p.add_argument("--num", type=int, default=50_000, help="generated images (default 50000, the standard)")
-    fid_p.add_argument("--steps", default="1", help="1, 2 or 1,2: the model's one- and/or two-step sigmas")
+    fid_p.add_argument("--steps", help="1, 2 or 1,2: the model's one- and/or two-step sigmas (default 1)")
     fid_p.add_argument("--sigmas", help="explicit decreasing sigmas instead of --steps, e.g. 80,0.821")
+    fid_p.add_argument("--heun-steps", type=int,
+                       help="diffusion models (e.g. an mnist-edm run): EDM's Heun sampler with N steps (default 18)")
     fid_p.add_argument("--seed-start", type=int, default=0, help="first seed; image i uses seed start+i")
     fid_p.add_argument("--split", default="train", help="dataset split when --ref is a dataset")
     fid_p.add_argument("--resize", choices=("bilinear", "area", "nearest"), help="resize dataset images")
@@ -382,6 +446,16 @@ def build_parser():
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     exp.add_argument("--backend", choices=BACKENDS)
     exp.set_defaults(func=cmd_export)
+
+    pack = sub.add_parser("pack", help="pack a run (config, logs, newest checkpoint) to resume it on another machine")
+    pack.add_argument("--run", required=True, help="the run folder (--out of keras-ict train)")
+    pack.add_argument("--out", required=True, help="archive to write: .tar, or .tar.gz / .tgz")
+    pack.set_defaults(func=cmd_pack)
+
+    unpack = sub.add_parser("unpack", help="restore a packed run into a new folder (sha256-checked)")
+    unpack.add_argument("archive", help="an archive written by keras-ict pack")
+    unpack.add_argument("--out", required=True, help="run folder to create (must not exist or be empty)")
+    unpack.set_defaults(func=cmd_unpack)
 
     presets = sub.add_parser("presets", help="list the training presets")
     presets.set_defaults(func=cmd_presets)

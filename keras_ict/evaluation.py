@@ -1,4 +1,5 @@
-"""FID of consistency models against reference statistics of a dataset: the protocol around `keras_ict.fid`.
+"""FID of consistency (and diffusion) models against reference statistics of a dataset: the protocol around
+`keras_ict.fid`.
 
 Protocol (recorded in every result, so numbers are comparable and reproducible):
   * generated images: seeds `seed_start .. seed_start + num - 1`, one image per seed (per-seed noise, see
@@ -9,7 +10,8 @@ Protocol (recorded in every result, so numbers are comparable and reproducible):
     `.npz` file (`mu`, `sigma`: EDM's format);
   * features: the 2015-12-05 Inception-v3 pool_3 (`keras_ict.fid`);
   * the metric is named `fid{num}_{steps}step` with num written as e.g. `10k`, so FID-10k is never mistaken for
-    FID-50k (a smaller sample biases FID upwards).
+    FID-50k (a smaller sample biases FID upwards); a diffusion model (`EDMDenoiser`) is sampled with EDM's Heun
+    sampler and its metric is `fid{num}_heun{N}` (N sampling steps, 2N - 1 network calls).
 
 Reference statistics of a dataset are cached by content: the key hashes the source's bytes (file sha256, or
 every file of a folder), the split, the image geometry, the number of images and the Inception weights.
@@ -37,11 +39,36 @@ __all__ = [
 ]
 
 
-def metric_name(num, steps):
-    """'fid10k_1step' for (10000, 1); 'fid512_2step' for (512, 2)."""
+def metric_name(num, steps, sampler="consistency"):
+    """'fid10k_1step' for (10000, 1); 'fid512_2step' for (512, 2); 'fid10k_heun18' for (10000, 18, 'heun')."""
     num, steps = int(num), int(steps)
     count = f"{num // 1000}k" if num % 1000 == 0 else str(num)
+    if sampler == "heun":
+        return f"fid{count}_heun{steps}"
+    if sampler != "consistency":
+        raise ValueError(f"sampler must be 'consistency' or 'heun', got {sampler!r}")
     return f"fid{count}_{steps}step"
+
+
+def _sampled_model(model):
+    """(the model to sample, 'consistency' | 'heun'): a trainer gives its EMA model."""
+    from keras_ict.parameterization import EDMDenoiser
+    from keras_ict.sampling import _as_consistency_model
+    from keras_ict.trainer import EMATrainer
+
+    model = model.ema_model if isinstance(model, EMATrainer) else model
+    if isinstance(model, EDMDenoiser):
+        return model, "heun"
+    return _as_consistency_model(model), "consistency"
+
+
+def _heun_steps(heun_steps):
+    from keras_ict import paper
+
+    heun_steps = paper.EDM_HEUN_STEPS if heun_steps is None else heun_steps
+    if isinstance(heun_steps, bool) or not isinstance(heun_steps, (int, np.integer)) or heun_steps < 1:
+        raise ValueError(f"heun_steps must be an int >= 1, got {heun_steps!r}")
+    return int(heun_steps)
 
 
 class Progress:
@@ -237,11 +264,16 @@ def resolve_sigmas(model, steps=1, sigmas=None):
     return [float(s) for s in sampling["sigmas_2step"]]
 
 
-def generated_statistics(model, *, num, sigmas, seed_start=0, batch_size=64, weights=None, progress=True):
-    """(mu, sigma) of the Inception features of `num` images generated from seeds seed_start.. (labels seed % K)."""
-    from keras_ict.sampling import _as_consistency_model, generate, to_uint8
+def generated_statistics(model, *, num, sigmas=None, seed_start=0, batch_size=64, weights=None, progress=True,
+                         heun_steps=None):
+    """(mu, sigma) of the Inception features of `num` images generated from seeds seed_start.. (labels seed % K).
 
-    model = _as_consistency_model(model)
+    A consistency model samples at `sigmas`; a diffusion model (`EDMDenoiser`) with EDM's Heun sampler in
+    `heun_steps` steps (default 18), and takes no sigmas.
+    """
+    from keras_ict.sampling import generate, to_uint8
+
+    model, sampler = _sampled_model(model)
     num, seed_start = int(num), int(seed_start)
     if num < 2:
         raise ValueError(f"FID needs at least 2 generated images, got num={num}")
@@ -249,33 +281,68 @@ def generated_statistics(model, *, num, sigmas, seed_start=0, batch_size=64, wei
         raise ValueError(f"seed_start must be >= 0, got {seed_start}")
     if int(model.image_shape[-1]) not in (1, 3):
         raise ValueError(f"FID needs 1- or 3-channel images, the model makes {model.image_shape}")
-    bar = Progress(num, f"generated features ({len(sigmas)}-step)", enabled=progress)
+    if sampler == "heun":
+        from keras_ict.diffusion import heun_sample
+
+        if sigmas is not None:
+            raise ValueError("a diffusion model (EDMDenoiser) is sampled with EDM's Heun sampler: pass heun_steps, "
+                             "not sigmas")
+        heun_steps = _heun_steps(heun_steps)
+        label = f"generated features (Heun, {heun_steps} steps)"
+
+        def sample(seeds, labels):
+            return heun_sample(model, seeds, num_steps=heun_steps, labels=labels, batch_size=batch_size)
+    else:
+        if heun_steps is not None:
+            raise ValueError("heun_steps is for diffusion models (EDMDenoiser); a consistency model takes sigmas")
+        if sigmas is None:
+            raise ValueError("pass the sampling sigmas of the consistency model (see resolve_sigmas)")
+        label = f"generated features ({len(sigmas)}-step)"
+
+        def sample(seeds, labels):
+            return generate(model, seeds, sigmas=sigmas, labels=labels, batch_size=batch_size)
+    bar = Progress(num, label, enabled=progress)
     feats = []
     for start in range(seed_start, seed_start + num, batch_size):
         seeds = range(start, min(start + batch_size, seed_start + num))
         labels = [s % model.label_dim for s in seeds] if model.conditional else None
-        images = to_uint8(generate(model, seeds, sigmas=sigmas, labels=labels, batch_size=batch_size))
+        images = to_uint8(sample(seeds, labels))
         feats.append(fid.inception_features(images, weights=weights, batch_size=batch_size))
         bar.update(len(seeds))
     return fid.statistics(np.concatenate(feats))
 
 
 def compute_fid(model, ref, *, num=10_000, steps=1, sigmas=None, seed_start=0, batch_size=64, weights=None,
-                split="train", resize=None, progress=True):
+                split="train", resize=None, progress=True, heun_steps=None):
     """FID of a consistency model against `ref` (a statistics .npz, or a dataset source and split).
 
-    Returns a dict: `metric` (e.g. 'fid10k_1step'), `fid`, and the protocol (num, seeds, sigmas, labels, the
-    reference and its sha256/fingerprint, Inception weights, backend, wall time).
+    A diffusion model (`EDMDenoiser`, e.g. an `mnist-edm` run's final/) is sampled with EDM's Heun sampler in
+    `heun_steps` steps (default 18; `steps` and `sigmas` are for consistency models).
+
+    Returns a dict: `metric` (e.g. 'fid10k_1step', 'fid10k_heun18'), `fid`, and the protocol (num, seeds, sigmas
+    or Heun steps and network calls, labels, the reference and its sha256/fingerprint, Inception weights, backend,
+    wall time).
     """
     import keras
 
-    from keras_ict.sampling import _as_consistency_model
-
-    model = _as_consistency_model(model)
+    model, sampler = _sampled_model(model)
     num = int(num)
     if num < 2:
         raise ValueError(f"num must be >= 2 (FID needs a covariance), got {num}")
-    sigmas = resolve_sigmas(model, steps, sigmas)
+    if sampler == "heun":
+        if sigmas is not None:
+            raise ValueError("a diffusion model (EDMDenoiser) is sampled with EDM's Heun sampler: pass heun_steps, "
+                             "not sigmas")
+        heun_steps = _heun_steps(heun_steps)
+        protocol = dict(sampler="heun", heun_steps=heun_steps, network_calls=2 * heun_steps - 1)
+        metric = metric_name(num, heun_steps, "heun")
+    else:
+        if heun_steps is not None:
+            raise ValueError("heun_steps is for diffusion models (EDMDenoiser); a consistency model takes steps or "
+                             "sigmas")
+        sigmas = resolve_sigmas(model, steps, sigmas)
+        protocol = dict(steps=len(sigmas), sigmas=sigmas)
+        metric = metric_name(num, len(sigmas))
     image_size, _, channels = (int(v) for v in model.image_shape)
     start = time.monotonic()
     mu_ref, sigma_ref, ref_info = reference_statistics(
@@ -285,14 +352,13 @@ def compute_fid(model, ref, *, num=10_000, steps=1, sigmas=None, seed_start=0, b
     if mu_ref.shape != (fid.FEATURE_DIM,):
         raise ValueError(f"reference statistics have dimension {mu_ref.shape}, expected ({fid.FEATURE_DIM},)")
     mu, sigma = generated_statistics(model, num=num, sigmas=sigmas, seed_start=seed_start, batch_size=batch_size,
-                                     weights=weights, progress=progress)
+                                     weights=weights, progress=progress, heun_steps=heun_steps)
     value = fid.frechet_distance(mu, sigma, mu_ref, sigma_ref)
     return dict(
-        metric=metric_name(num, len(sigmas)),
+        metric=metric,
         fid=value,
         num=num,
-        steps=len(sigmas),
-        sigmas=sigmas,
+        **protocol,
         seeds=f"{seed_start}-{seed_start + num - 1}",
         labels="seed % label_dim" if model.conditional else None,
         reference={k: v for k, v in ref_info.items() if k != "cached"},

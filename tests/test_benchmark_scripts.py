@@ -119,6 +119,25 @@ def test_zoo_card_learning_curve_reads_the_run_logs(tmp_path):
 
 
 @pytest.mark.backend_independent
+def test_zoo_card_of_a_tuned_model_says_how_it_was_made(tmp_path):
+    publish = load_script("scripts/zoo/publish.py")
+    run = tmp_path / "edm"
+    (run / "final").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"preset": "mnist-edm", "method": "edm", "batch_size": 32}))
+    (run / "final" / "metadata.json").write_text(json.dumps(
+        {"steps": 1500, "images_seen": 48000, "wall_time_s": 3600.0, "backend": "tensorflow"}))
+    (tmp_path / "fid.json").write_text(json.dumps({"results": [
+        {"metric": "fid10k_heun18", "fid": 12.345, "sampler": "heun", "heun_steps": 18, "network_calls": 35}]}))
+    pre = publish.pretraining_summary(run, tmp_path / "fid.json")
+    assert (pre["preset"], pre["steps"], pre["images_seen"]) == ("mnist-edm", 1500, 48000)
+    text = publish.made_by({"pretraining": pre, "wall_time_s": 1800.0})
+    assert "`mnist-edm`, 1500 steps" in text and "fid10k_heun18 12.35 (Heun, 18 steps (35 network calls))" in text
+    assert "1.50 h of training in all" in text
+    assert publish.made_by({"pretraining": None, "wall_time_s": 1.0}) == ""
+    assert publish._sampler_text({"sigmas": [80.0, 0.821]}) == "80, 0.821"
+
+
+@pytest.mark.backend_independent
 def test_multiprocess_scaling_reads_throughput_after_the_warm_up_and_checks_its_input(tmp_path, capsys):
     scaling = load_script("benchmarks/multiprocess_scaling.py")
     rows = ["step,images_seen,wall_s,loss,num_scales,mean_sigma"]

@@ -150,6 +150,38 @@ def test_fid_of_a_model_against_its_own_statistics_is_zero(fake_inception, tmp_p
     assert one_step["metric"] == "fid12_1step" and one_step["fid"] > 1e-3  # other images, other statistics
 
 
+def tiny_denoiser():
+    from keras_ict.parameterization import EDMDenoiser
+
+    return EDMDenoiser(TinyNet(img_resolution=8, in_channels=1, seed=3), noise_label_scale=1.0).build_for_images()
+
+
+def test_fid_of_a_diffusion_model_uses_edm_heun_sampler(fake_inception, tmp_path):
+    from keras_ict.diffusion import DiffusionTrainer, heun_sample
+
+    denoiser = tiny_denoiser()
+    assert evaluation.metric_name(10_000, 18, "heun") == "fid10k_heun18"
+    mu, sigma = evaluation.generated_statistics(denoiser, num=6, heun_steps=3, batch_size=4, progress=False)
+    direct = fid.statistics(fid.inception_features(to_uint8(heun_sample(denoiser, range(6), num_steps=3))))
+    np.testing.assert_allclose(mu, direct[0], rtol=1e-6)
+    fid.save_statistics(tmp_path / "own.npz", mu, sigma)
+    result = evaluation.compute_fid(denoiser, tmp_path / "own.npz", num=6, heun_steps=3, progress=False)
+    assert result["metric"] == "fid6_heun3" and abs(result["fid"]) < 1e-6
+    assert result["sampler"] == "heun" and result["network_calls"] == 5 and "sigmas" not in result
+    other = evaluation.compute_fid(denoiser, tmp_path / "own.npz", num=6, heun_steps=2, progress=False)
+    assert other["metric"] == "fid6_heun2" and other["fid"] > 1e-6  # fewer steps, other images
+    trainer = DiffusionTrainer(denoiser, ema_decay=0.5, seed=0)  # a trainer is scored by its EMA model
+    assert evaluation.compute_fid(trainer, tmp_path / "own.npz", num=6, progress=False)["metric"] == "fid6_heun18"
+    with pytest.raises(ValueError, match="heun_steps, not sigmas"):
+        evaluation.compute_fid(denoiser, tmp_path / "own.npz", num=6, sigmas=[80.0], progress=False)
+    with pytest.raises(ValueError, match="heun_steps must be an int >= 1"):
+        evaluation.compute_fid(denoiser, tmp_path / "own.npz", num=6, heun_steps=0, progress=False)
+    with pytest.raises(ValueError, match="heun_steps is for diffusion models"):
+        evaluation.compute_fid(tiny_model(), tmp_path / "own.npz", num=6, heun_steps=18, progress=False)
+    with pytest.raises(ValueError, match="heun_steps is for diffusion models"):
+        evaluation.generated_statistics(tiny_model(), num=6, sigmas=[80.0], heun_steps=18, progress=False)
+
+
 def test_compute_fid_bad_input(fake_inception, tmp_path):
     model = tiny_model(sampling=False)
     fid.save_statistics(tmp_path / "ref.npz", np.zeros(FAKE_DIM), np.eye(FAKE_DIM))
@@ -199,6 +231,9 @@ def test_fid_monitor_logs_named_metric(fake_inception, tmp_path):
         (["fid", "--model", "{tmp}/m", "--ref", "{tmp}/r.npz", "--num", "1"], "--num must be >= 2"),
         (["fid", "--model", "{tmp}/m", "--ref", "{tmp}/r.npz", "--steps", "3"], "--steps must be 1, 2 or 1,2"),
         (["fid", "--model", "{tmp}/m", "--ref", "{tmp}/r.npz", "--out", "{tmp}/x.txt"], "--out must end in .json"),
+        (["fid", "--model", "{tmp}/m", "--ref", "{tmp}/r.npz", "--heun-steps", "0"], "--heun-steps must be >= 1"),
+        (["fid", "--model", "{tmp}/m", "--ref", "{tmp}/r.npz", "--heun-steps", "9", "--steps", "1"],
+         "cannot be combined with --steps"),
         (["fid", "--model", "{tmp}/m", "--ref", "{tmp}/missing.npz"], "missing.npz: file not found"),
         (["fid", "--model", "{tmp}/m", "--ref", "nodataset"], "neither a statistics .npz"),
         (["fid", "--model", "{tmp}/m", "--ref", "{mnist}", "--num", "4"], "no model folder or zoo entry"),
@@ -258,6 +293,44 @@ def test_fid_and_fid_ref_commands(fake_inception, tmp_path, shared_dir, capsys):
     assert [r["metric"] for r in results] == ["fid12_1step", "fid12_2step"]
     assert results[0]["seeds"] == "3-14" and results[1]["sigmas"] == [80.0, 0.821]
     assert results[0]["reference"]["ref_sha256"] == fid._sha256(ref)
+
+
+def test_fid_and_sample_commands_on_a_diffusion_model(fake_inception, tmp_path, capsys):
+    from keras_ict.diffusion import heun_sample
+    from keras_ict.recipes import build_consistency_model
+
+    config = dict(model_config_for(), kind="edm_denoiser")
+    denoiser = build_consistency_model(config).build_for_images()
+    folder = tmp_path / "edm_final"
+    folder.mkdir()
+    denoiser.save_weights(folder / "model.weights.h5")
+    from keras_ict.checkpoint import sha256_file, write_json
+
+    write_json(folder / "config.json", config)
+    write_json(folder / "metadata.json", {"files": {p.name: sha256_file(p) for p in folder.iterdir()}})
+    ref = tmp_path / "ref.npz"
+    fid.save_statistics(ref, np.zeros(FAKE_DIM), np.eye(FAKE_DIM))
+    out = tmp_path / "fid.json"
+    assert main(["fid", "--model", str(folder), "--ref", str(ref), "--num", "4", "--heun-steps", "2",
+                 "--out", str(out)]) == 0
+    assert "fid4_heun2" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["metric"] == "fid4_heun2" and result["heun_steps"] == 2 and result["network_calls"] == 3
+    assert main(["sample", "--model", str(folder), "--seeds", "0-2", "--heun-steps", "2",
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    saved = np.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(saved["images"], to_uint8(heun_sample(denoiser, range(3), num_steps=2)))
+    assert int(saved["heun_steps"]) == 2 and "sigmas" not in saved.files
+    capsys.readouterr()
+    for command in (["fid", "--model", str(folder), "--ref", str(ref), "--num", "4", "--steps", "2"],
+                    ["sample", "--model", str(folder), "--num", "2", "--sigmas", "80,1", "--out", str(tmp_path / "x.png")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "is a diffusion model (EDMDenoiser)" in err and "--heun-steps" in err
+    assert not (tmp_path / "x.png").exists()
+    consistency = saved_model_folder(tmp_path / "cm_final", build_consistency_model(model_config_for()).build_for_images())
+    assert main(["fid", "--model", str(consistency), "--ref", str(ref), "--num", "4", "--heun-steps", "2"]) == 2
+    assert "is a consistency model: --heun-steps is for diffusion models" in capsys.readouterr().err
 
 
 def test_fid_ref_dataset_equals_statistics_file(fake_inception, tmp_path, shared_dir):

@@ -7,7 +7,9 @@
 Writes zoo/NAME/ through a temporary folder renamed at the end: config.json, model.weights.h5 (EMA),
 saved_model/, model.onnx, generate_2step.onnx, denoise.onnx, export.json, samples.png (1-step grid on top,
 2-step below), metadata.json (sha256 of every file) and README.md (the card). `--fid-json` reuses results of an
-earlier `keras-ict fid --out` instead of recomputing them.
+earlier `keras-ict fid --out` instead of recomputing them. A model tuned from a diffusion run (`mnist-ect --init
+RUN`) names that run with `--init-run` (and its Heun FID with `--init-fid-json`): the card then says how the model
+was made and what both stages cost.
 """
 
 import argparse
@@ -112,9 +114,46 @@ def learning_curve(run_dir, batch_size, path):
     return True
 
 
+def pretraining_summary(init_run, fid_json=None):
+    """What the card and metadata say of the diffusion run a tuned model started from."""
+    from keras_ict.files import read_json
+
+    run_config = read_json(Path(init_run) / "config.json")
+    train_meta = read_json(Path(init_run) / "final" / "metadata.json")
+    summary = {
+        "preset": run_config["preset"],
+        "method": run_config.get("method", "ict"),
+        "steps": train_meta["steps"],
+        "batch_size": run_config["batch_size"],
+        "images_seen": train_meta["images_seen"],
+        "wall_time_s": train_meta["wall_time_s"],
+        "backend": train_meta["backend"],
+        "fid": json.loads(Path(fid_json).read_text())["results"] if fid_json else [],
+    }
+    return summary
+
+
+def _sampler_text(result):
+    if result.get("sampler") == "heun":
+        return f"Heun, {result['heun_steps']} steps ({result['network_calls']} network calls)"
+    return ", ".join(f"{s:g}" for s in result["sigmas"])
+
+
+def made_by(meta):
+    pre = meta.get("pretraining")
+    if not pre:
+        return ""
+    fids = "; ".join(f"{r['metric']} {r['fid']:.2f} ({_sampler_text(r)})" for r in pre["fid"])
+    total = (pre["wall_time_s"] + meta["wall_time_s"]) / 3600
+    return (f"* **Made by:** diffusion pre-training with EDM's loss (preset `{pre['preset']}`, {pre['steps']} steps at "
+            f"batch {pre['batch_size']}, {pre['images_seen']:,} images, {pre['wall_time_s'] / 3600:.2f} h on "
+            f"{pre['backend']}{'; the diffusion model scores ' + fids if fids else ''}), then consistency tuning "
+            f"(ECT, Geng et al. 2024) from its EMA weights, the recipe below: {total:.2f} h of training in all.\n")
+
+
 def card(name, meta, export_report):
     fids = "\n".join(
-        f"| {r['metric']} | {r['fid']:.2f} | {r['num']} | {r['seeds']} | {', '.join(f'{s:g}' for s in r['sigmas'])} |"
+        f"| {r['metric']} | {r['fid']:.2f} | {r['num']} | {r['seeds']} | {_sampler_text(r)} |"
         for r in meta["fid"]
     )
     errors = ", ".join(
@@ -151,7 +190,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
 {meta['description']}
 
 * **Data:** {meta['dataset']} (file sha256 `{meta['dataset_sha256']}`).
-* **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
+{made_by(meta)}* **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
   seen), trained with `{meta['command']}` on {meta['backend']} ({machine['cpus']} CPU cores, {machine['platform']}),
   {meta['wall_time_s'] / 3600:.2f} h wall time.
 * **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}{ema_note}).
@@ -201,7 +240,15 @@ def main(argv=None):
     parser.add_argument("--limits", default="A small CPU-trained model: far from the paper's scale and quality.")
     parser.add_argument("--zoo", default=str(REPO / "zoo"))
     parser.add_argument("--judge-num", type=int, default=10_000, help="digit-judge samples (32x32x1 models; 0: off)")
+    parser.add_argument("--init-run", help="the diffusion run this model was tuned from (--init of mnist-ect)")
+    parser.add_argument("--init-fid-json", help="`keras-ict fid --heun-steps N --out` results of that run's model")
     args = parser.parse_args(argv)
+    if args.init_fid_json and not args.init_run:
+        parser.error("--init-fid-json needs --init-run")
+    for flag, path in (("--init-run", args.init_run and Path(args.init_run) / "final" / "metadata.json"),
+                       ("--init-fid-json", args.init_fid_json)):
+        if path and not Path(path).is_file():
+            parser.error(f"{flag}: {path} not found")
 
     import keras
     import numpy as np
@@ -281,6 +328,7 @@ def main(argv=None):
                             f"--num {results[0]['num'] if results else args.num} "
                             "--steps 1,2"),
             "fid_backend": results[0]["backend"] if results else None,
+            "pretraining": pretraining_summary(args.init_run, args.init_fid_json) if args.init_run else None,
             "limits": args.limits,
             "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "keras_version_at_publish": keras.__version__,

@@ -19,10 +19,12 @@ def table():
         meta = json.loads(meta_path.read_text())
         fids = {r["steps"]: r for r in meta["fid"]}
         fid = lambda s: f"{fids[s]['fid']:.2f} ({fids[s]['metric']})" if s in fids else "-"  # noqa: E731
+        pre = meta.get("pretraining")
+        steps = f"{meta['steps']:,} ({meta['batch_size']})" + (f" + {pre['steps']:,} diffusion" if pre else "")
         size = sum((meta_path.parent / f).stat().st_size for f in meta["files"]) / 2**20
         lines.append(
             f"| [`{meta['name']}`](zoo/{meta['name']}/README.md) | {meta['dataset'].split(' (')[0]} | {meta['params']:,} | "
-            f"{meta['steps']:,} ({meta['batch_size']}) | {fid(1)} | {fid(2)} | weights, SavedModel, ONNX ({size:.1f} MB) |"
+            f"{steps} | {fid(1)} | {fid(2)} | weights, SavedModel, ONNX ({size:.1f} MB) |"
         )
     return "\n".join(lines)
 
