@@ -120,6 +120,28 @@ def cmd_train(args):
 # --------------------------------------------------------------------------------------------- sample
 
 
+def _check_sampler_flags(args):
+    if args.heun_steps is not None and args.heun_steps < 1:
+        raise UserError(f"--heun-steps must be >= 1, got {args.heun_steps}")
+    if args.heun_steps is not None and (args.steps is not None or args.sigmas is not None):
+        raise UserError("--heun-steps (diffusion models) cannot be combined with --steps or --sigmas (consistency "
+                        "models)")
+
+
+def _is_diffusion_model(args, model):
+    """True for a diffusion model (sampled with EDM's Heun sampler); the sampler flags must fit the model."""
+    from keras_ict.parameterization import EDMDenoiser
+
+    diffusion = isinstance(model, EDMDenoiser)
+    if diffusion and (args.steps is not None or args.sigmas is not None):
+        raise UserError(f"{args.model} is a diffusion model (EDMDenoiser): it is sampled with EDM's Heun sampler, "
+                        "--heun-steps N (default 18), not --steps / --sigmas")
+    if not diffusion and args.heun_steps is not None:
+        raise UserError(f"{args.model} is a consistency model: --heun-steps is for diffusion models; use --steps or "
+                        "--sigmas")
+    return diffusion
+
+
 def cmd_sample(args):
     select_backend(args.backend)
     out = Path(args.out)
@@ -133,26 +155,16 @@ def cmd_sample(args):
         if args.num is None or args.num < 1:
             raise UserError("give --num N (>= 1) or --seeds A-B")
         seeds = list(range(args.num))
-    if args.heun_steps is not None and args.heun_steps < 1:
-        raise UserError(f"--heun-steps must be >= 1, got {args.heun_steps}")
-    if args.heun_steps is not None and (args.steps is not None or args.sigmas is not None):
-        raise UserError("--heun-steps (diffusion models) cannot be combined with --steps or --sigmas (consistency "
-                        "models)")
+    _check_sampler_flags(args)
 
     import numpy as np
 
-    from keras_ict.parameterization import EDMDenoiser
     from keras_ict.sampling import generate, save_image_grid, to_uint8
     from keras_ict.zoo import from_preset
 
     explicit_sigmas = parse_floats(args.sigmas, "--sigmas") if args.sigmas else None
     model = from_preset(args.model)
-    diffusion = isinstance(model, EDMDenoiser)
-    if diffusion and (args.steps is not None or args.sigmas is not None):
-        raise UserError(f"{args.model} is a diffusion model (EDMDenoiser): sample it with EDM's Heun sampler, "
-                        "--heun-steps N (default 18), not --steps / --sigmas")
-    if not diffusion and args.heun_steps is not None:
-        raise UserError(f"{args.model} is a consistency model: --heun-steps is for diffusion models")
+    diffusion = _is_diffusion_model(args, model)
     if diffusion:
         from keras_ict import paper
 
@@ -203,11 +215,7 @@ def cmd_fid(args):
         raise UserError("--seed-start must be >= 0")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    if args.heun_steps is not None and args.heun_steps < 1:
-        raise UserError(f"--heun-steps must be >= 1, got {args.heun_steps}")
-    if args.heun_steps is not None and (args.steps is not None or args.sigmas is not None):
-        raise UserError("--heun-steps (diffusion models) cannot be combined with --steps or --sigmas (consistency "
-                        "models)")
+    _check_sampler_flags(args)
     steps = _parse_steps(args.steps or "1") if args.sigmas is None else [None]
     sigmas = parse_floats(args.sigmas, "--sigmas") if args.sigmas else None
     if args.out is not None and Path(args.out).suffix.lower() != ".json":
@@ -218,17 +226,10 @@ def cmd_fid(args):
 
     from keras_ict.evaluation import compute_fid, resolve_sigmas
     from keras_ict.files import write_json
-    from keras_ict.parameterization import EDMDenoiser
     from keras_ict.zoo import from_preset
 
     model = from_preset(args.model)
-    diffusion = isinstance(model, EDMDenoiser)
-    if diffusion and (args.steps is not None or args.sigmas is not None):
-        raise UserError(f"{args.model} is a diffusion model (EDMDenoiser): its FID uses EDM's Heun sampler, "
-                        "--heun-steps N (default 18), not --steps / --sigmas")
-    if not diffusion and args.heun_steps is not None:
-        raise UserError(f"{args.model} is a consistency model: --heun-steps is for diffusion models; use --steps or "
-                        "--sigmas")
+    diffusion = _is_diffusion_model(args, model)
     runs = [dict(heun_steps=args.heun_steps)] if diffusion else [dict(steps=step or 1, sigmas=sigmas) for step in steps]
     if not diffusion:
         for step in steps:  # fail on a missing two-step sigma before any feature is computed

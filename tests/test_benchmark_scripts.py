@@ -131,7 +131,7 @@ def test_zoo_card_of_a_tuned_model_says_how_it_was_made(tmp_path):
     pre = publish.pretraining_summary(run, tmp_path / "fid.json")
     assert (pre["preset"], pre["steps"], pre["images_seen"]) == ("mnist-edm", 1500, 48000)
     text = publish.made_by({"pretraining": pre, "wall_time_s": 1800.0})
-    assert "`mnist-edm`, 1500 steps" in text and "fid10k_heun18 12.35 (Heun, 18 steps (35 network calls))" in text
+    assert "`mnist-edm`, 1500 steps" in text and "fid10k_heun18 12.35 (Heun 18 steps, 35 network calls)" in text
     assert "1.50 h of training in all" in text
     assert publish.made_by({"pretraining": None, "wall_time_s": 1.0}) == ""
     assert publish._sampler_text({"sigmas": [80.0, 0.821]}) == "80, 0.821"

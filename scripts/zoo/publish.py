@@ -135,7 +135,7 @@ def pretraining_summary(init_run, fid_json=None):
 
 def _sampler_text(result):
     if result.get("sampler") == "heun":
-        return f"Heun, {result['heun_steps']} steps ({result['network_calls']} network calls)"
+        return f"Heun {result['heun_steps']} steps, {result['network_calls']} network calls"
     return ", ".join(f"{s:g}" for s in result["sigmas"])
 
 
@@ -184,13 +184,14 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
 """
     curve = ("\n![learning curve](curve.png)\n\n`curve.png`: the metrics logged during training (fid.csv, judge.csv "
              "of the run) against images seen.\n") if meta.get("curve") else ""
+    how = made_by(meta)
     ema_note = ", reached through the warm-up min(decay, (1 + k) / (10 + k)) at step k" if meta.get("ema_warmup") else ""
     return f"""# keras-ict zoo: `{name}`
 
 {meta['description']}
 
 * **Data:** {meta['dataset']} (file sha256 `{meta['dataset_sha256']}`).
-{made_by(meta)}* **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
+{how}* **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
   seen), trained with `{meta['command']}` on {meta['backend']} ({machine['cpus']} CPU cores, {machine['platform']}),
   {meta['wall_time_s'] / 3600:.2f} h wall time.
 * **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}{ema_note}).
