@@ -108,7 +108,20 @@ def read_arm(arm, args):
     return {"arm": arm, "stages": rows, "wall_s": round(wall_before, 1), "points": points, "final_fid": fids}
 
 
+# The flags a training run was made with; --collect reads them back from the work folder, so the JSON describes the
+# runs it reads, whatever flags --collect itself was given.
+TRAINING_FLAGS = ("backend", "set", "workers", "seed", "judge_num", "ict_steps", "edm_steps", "ect_steps", "every",
+                  "final_fid")
+
+
+def _flags_path(args):
+    return Path(args.work) / "training_flags.json"
+
+
 def collect(args):
+    if _flags_path(args).is_file():
+        for name, value in json.loads(_flags_path(args).read_text()).items():
+            setattr(args, name, value)
     arms = [read_arm(arm, args) for arm in arm_stages(args)]
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
@@ -202,6 +215,8 @@ def main():
         parser.error(f"{args.data} not found")
     args.png = args.png or str(Path(args.json).with_suffix(".png"))
     if not args.collect:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        write_json(_flags_path(args), {name: getattr(args, name) for name in TRAINING_FLAGS})
         start = time.monotonic()
         with ThreadPoolExecutor(args.workers) as pool:
             codes = dict(zip(args.arms, pool.map(lambda a: train_arm(a, args), args.arms)))

@@ -202,6 +202,10 @@ def test_ect_vs_ict_collect_puts_both_arms_on_one_time_axis(tmp_path):
             (run / "judge.csv").write_text(judge)
     (work / "ict" / "fid10000.json").write_text(json.dumps({"results": [
         {"metric": "fid10k_1step", "fid": 120.123}, {"metric": "fid10k_2step", "fid": 99.0}]}))
+    (work / "edm+ect" / "edm" / "fid2k_heun18.json").write_text(json.dumps({"results": [
+        {"metric": "fid2k_heun18", "fid": 53.751}]}))
+    # The flags the runs were trained with win over --collect's own (defaults here: seed 0, 1 worker).
+    (work / "training_flags.json").write_text(json.dumps({"seed": 1, "workers": 2}))
     out = tmp_path / "evi.json"
     proc = _run("benchmarks/ect_vs_ict.py", "--collect", "--work", str(work), "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -210,5 +214,8 @@ def test_ect_vs_ict_collect_puts_both_arms_on_one_time_axis(tmp_path):
     # The tuning stage's points come after the diffusion stage's 200 s.
     assert [p["hours"] for p in arms["edm+ect"]["points"]] == [round(300 / 3600, 4), round(400 / 3600, 4)]
     assert arms["edm+ect"]["wall_s"] == 400 and arms["ict"]["final_fid"] == {"fid10k_1step": 120.12, "fid10k_2step": 99.0}
+    assert arms["edm+ect"]["stages"][0]["fid_heun"] == {"fid2k_heun18": 53.75}
+    protocol = json.loads(out.read_text())["protocol"]
+    assert (protocol["seed"], protocol["workers"]) == (1, 2)
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| ict | ict 100 (200) | 0.06 | 150.0 / 90.0 | 120.1 / 99.0 |" in proc.stdout

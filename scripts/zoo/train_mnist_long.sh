@@ -19,7 +19,7 @@ STEPS=30000  # 960k images at batch 32: about four sessions of this 2-core CPU
 if [ ! -e "$RUN/config.json" ] && [ -f "$CARRIED" ]; then
     keras-ict unpack "$CARRIED" --out "$RUN"
 fi
-keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --steps "$STEPS" --out "$RUN" \
+keras-ict train --preset mnist --data ../shared/datasets/mnist.npz --set total_steps="$STEPS" --out "$RUN" \
     --set curriculum_steps="$STEPS" --set checkpoint_every=500 \
     --set fid_every=2500 --set fid_num=2000 --set fid_steps=1,2 --set fid_ref=fid_refs/mnist-train-32px.npz \
     --time-budget "$BUDGET"
