@@ -165,7 +165,11 @@ def test_zoo_config_names_the_fid_statistics_by_repo_path(tmp_path):
     assert publish.portable_config(config)["training"] == {"fid_ref": "fid_refs/mnist-train-32px.npz", "seed": 0}
     assert config["training"]["fid_ref"] == str(copy)  # the run's own config is left as it is
     copy.write_bytes(b"other statistics")
-    assert publish.portable_config(config)["training"]["fid_ref"] == str(copy)  # not the same file: kept
+    assert publish.portable_config(config)["training"]["fid_ref"] == str(copy)  # not the same file: kept (under /tmp)
+    config = {"training": {"data": str(REPO.parent / "shared" / "datasets" / "mnist.npz"),
+                           "init": str(Path.home() / ".cache" / "keras_ict" / "runs" / "edm")}}
+    assert publish.portable_config(config)["training"] == {"data": "../shared/datasets/mnist.npz",
+                                                            "init": "~/.cache/keras_ict/runs/edm"}
 
 
 @pytest.mark.backend_independent
@@ -219,3 +223,41 @@ def test_ect_vs_ict_collect_puts_both_arms_on_one_time_axis(tmp_path):
     assert (protocol["seed"], protocol["workers"]) == (1, 2)
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| ict | ict 100 (200) | 0.06 | 150.0 / 90.0 | 120.1 / 99.0 |" in proc.stdout
+
+
+@pytest.mark.backend_independent
+def test_budget_extrapolation_recovers_a_power_law_and_says_when_it_cannot(tmp_path, capsys):
+    budget = load_script("benchmarks/budget_extrapolation.py")
+    # FID = 1e4 * images^-0.5: 100 at 10k images, 10 at 1M.
+    points = [{"images": i, "fid2k_1step": 1e4 * i**-0.5} for i in (10_000, 40_000, 160_000)]
+    points[0]["fid2k_2step"] = 50.0  # one point only
+    row = budget.extrapolate(points, "fid2k_1step", 10.0, img_per_s=100.0)
+    assert row["fit"]["b"] == pytest.approx(-0.5) and row["images"] == pytest.approx(1_000_000, rel=1e-6)
+    assert row["times_last"] == 6.2 and row["cpu_hours"] == pytest.approx(1e6 / 100 / 3600, abs=0.05)
+    assert "images" not in budget.extrapolate(points, "fid2k_1step", 10.0, from_images=40_001)
+    assert "at least 2" in budget.extrapolate(points, "fid2k_2step", 6.0)["note"]
+    assert budget.extrapolate(points, "fid2k_1step", 30.0)["note"].startswith("reached")
+    rising = [{"images": i, "fid": v} for i, v in ((1, 5.0), (2, 6.0))]
+    assert "not falling" in budget.extrapolate(rising, "fid", 1.0)["note"]
+    with pytest.raises(ValueError, match="distinct"):
+        budget.fit_power_law([5, 5], [1.0, 2.0])
+    # End to end on a run folder: fid.csv + log.csv, JSON and PNG.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"batch_size": 32}))
+    (run / "log.csv").write_text("step,images_seen,wall_s,loss,num_scales,mean_sigma\n100,3200,100,1,11,1\n"
+                                 "200,6400,200,1,11,1\n")
+    (run / "fid.csv").write_text("step,metric,fid,num,seeds,sigmas\n" + "".join(
+        f"{s},fid2k_1step,{1e4 * (s * 32) ** -0.5},2000,0-1999,80\n" for s in (1000, 4000)))
+    out = tmp_path / "budget.json"
+    assert budget.main(["--run", str(run), "--target", "fid2k_1step=10", "--json", str(out)]) == 0
+    (target,) = json.loads(out.read_text())["targets"]
+    assert target["images"] == pytest.approx(1_000_000, rel=1e-6) and target["cpu_hours"] == pytest.approx(8.7, abs=0.05)
+    assert out.with_suffix(".png").stat().st_size > 5_000
+    assert "fid2k_1step -> 10: 1,000,000 images" in capsys.readouterr().out
+    for bad in (["--target", "fid=0"], ["--target", "fid"]):
+        with pytest.raises(SystemExit):
+            budget.main(["--run", str(run), *bad, "--json", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit):
+        budget.main(["--run", str(tmp_path), "--target", "fid=1", "--json", str(tmp_path / "x.json")])
+    assert "not a run folder" in capsys.readouterr().err and not (tmp_path / "x.json").exists()

@@ -63,7 +63,9 @@ def judge_rows(model, sampling, num):
 
 def portable_config(config):
     """The model's config.json for the zoo: a training field naming a file of this checkout by an absolute path
-    (the FID statistics of a run trained from another worktree) becomes the repo-relative path of the same file."""
+    (the FID statistics of a run trained from another worktree) becomes the repo-relative path of the same file;
+    other absolute paths (the data, an --init run) are written as `portable_paths` writes them (../shared/...,
+    ~/...), so an entry carries no machine's paths."""
     import filecmp
 
     config = json.loads(json.dumps(config))
@@ -73,6 +75,8 @@ def portable_config(config):
         local = REPO / "fid_refs" / Path(ref).name
         if local.is_file() and Path(ref).is_file() and filecmp.cmp(ref, local, shallow=False):
             training["fid_ref"] = local.relative_to(REPO).as_posix()
+    if training:
+        config["training"] = portable_paths(training)
     return config
 
 
