@@ -62,9 +62,18 @@ def _sampled_model(model):
     return _as_consistency_model(model), "consistency"
 
 
-def _heun_steps(heun_steps):
+def _check_sampler_args(sampler, sigmas, heun_steps):
+    """The Heun steps for a diffusion model (default 18; no sigmas), None for a consistency model (no heun_steps)."""
     from keras_ict import paper
 
+    if sampler == "consistency":
+        if heun_steps is not None:
+            raise ValueError("heun_steps is for diffusion models (EDMDenoiser); a consistency model takes steps or "
+                             "sigmas")
+        return None
+    if sigmas is not None:
+        raise ValueError("a diffusion model (EDMDenoiser) is sampled with EDM's Heun sampler: pass heun_steps, "
+                         "not sigmas")
     heun_steps = paper.EDM_HEUN_STEPS if heun_steps is None else heun_steps
     if isinstance(heun_steps, bool) or not isinstance(heun_steps, (int, np.integer)) or heun_steps < 1:
         raise ValueError(f"heun_steps must be an int >= 1, got {heun_steps!r}")
@@ -281,20 +290,15 @@ def generated_statistics(model, *, num, sigmas=None, seed_start=0, batch_size=64
         raise ValueError(f"seed_start must be >= 0, got {seed_start}")
     if int(model.image_shape[-1]) not in (1, 3):
         raise ValueError(f"FID needs 1- or 3-channel images, the model makes {model.image_shape}")
+    heun_steps = _check_sampler_args(sampler, sigmas, heun_steps)
     if sampler == "heun":
         from keras_ict.diffusion import heun_sample
 
-        if sigmas is not None:
-            raise ValueError("a diffusion model (EDMDenoiser) is sampled with EDM's Heun sampler: pass heun_steps, "
-                             "not sigmas")
-        heun_steps = _heun_steps(heun_steps)
         label = f"generated features (Heun, {heun_steps} steps)"
 
         def sample(seeds, labels):
             return heun_sample(model, seeds, num_steps=heun_steps, labels=labels, batch_size=batch_size)
     else:
-        if heun_steps is not None:
-            raise ValueError("heun_steps is for diffusion models (EDMDenoiser); a consistency model takes sigmas")
         if sigmas is None:
             raise ValueError("pass the sampling sigmas of the consistency model (see resolve_sigmas)")
         label = f"generated features ({len(sigmas)}-step)"
@@ -329,17 +333,11 @@ def compute_fid(model, ref, *, num=10_000, steps=1, sigmas=None, seed_start=0, b
     num = int(num)
     if num < 2:
         raise ValueError(f"num must be >= 2 (FID needs a covariance), got {num}")
+    heun_steps = _check_sampler_args(sampler, sigmas, heun_steps)
     if sampler == "heun":
-        if sigmas is not None:
-            raise ValueError("a diffusion model (EDMDenoiser) is sampled with EDM's Heun sampler: pass heun_steps, "
-                             "not sigmas")
-        heun_steps = _heun_steps(heun_steps)
         protocol = dict(sampler="heun", heun_steps=heun_steps, network_calls=2 * heun_steps - 1)
         metric = metric_name(num, heun_steps, "heun")
     else:
-        if heun_steps is not None:
-            raise ValueError("heun_steps is for diffusion models (EDMDenoiser); a consistency model takes steps or "
-                             "sigmas")
         sigmas = resolve_sigmas(model, steps, sigmas)
         protocol = dict(steps=len(sigmas), sigmas=sigmas)
         metric = metric_name(num, len(sigmas))
