@@ -2,7 +2,8 @@
 
     python benchmarks/ect_vs_ict.py                    # train both arms (resumable), score, write JSON + PNG
     python benchmarks/ect_vs_ict.py --workers 2        # the two arms side by side, one thread each
-    python benchmarks/ect_vs_ict.py --collect          # train nothing: JSON + PNG from the run folders
+    python benchmarks/ect_vs_ict.py --collect          # train nothing: JSON + PNG from the run folders (and the
+                                                       # flags they were trained with, training_flags.json)
 
 Arms (recipes of keras_ict.recipes, run with `keras-ict train` in their own folders under --work):
   ict       `mnist` for --ict-steps steps (the CPU recipe of issue 16)
