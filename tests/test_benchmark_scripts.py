@@ -119,6 +119,26 @@ def test_zoo_card_learning_curve_reads_the_run_logs(tmp_path):
 
 
 @pytest.mark.backend_independent
+def test_zoo_card_says_whether_the_target_is_reached_and_what_reaching_it_would_take():
+    publish = load_script("scripts/zoo/publish.py")
+    results = [{"metric": "fid10k_1step", "fid": 45.0, "steps": 1}, {"metric": "fid10k_2step", "fid": 5.5, "steps": 2}]
+    extrapolation = {"targets": [
+        {"metric": "fid2k_1step", "target": 10.0, "images": 4_000_000, "cpu_hours": 45.3, "fit": {"a": 16.1, "b": -0.9}},
+        {"metric": "fid2k_2step", "target": 6.0, "note": "reached: fid2k_2step 5.9 <= 6 at 900000 images"}]}
+    rows = publish.target_rows("mnist", results, 1_000_000, extrapolation)
+    assert [(r["target"], r["reached"]) for r in rows] == [(10.0, False), (6.0, True)]
+    assert rows[0]["extrapolation"]["times_run"] == 4.0 and "extrapolation" not in rows[1]
+    text = publish.target_section(rows, "benchmarks/results/budget_mnist_long.json")
+    assert "| fid10k_1step | 45.00 | <= 10 | **not reached** | fid2k_1step 10 at ~4.0M images (4x this run's" in text
+    assert "| fid10k_2step | 5.50 | <= 6 | reached | - |" in text and "budget_mnist_long.json" in text
+    # Not falling: the card says so instead of a number; an entry without a target gets no section.
+    flat = {"targets": [{"metric": "fid2k_1step", "target": 10.0, "note": "not falling (exponent 0.1 >= 0)"}]}
+    rows = publish.target_rows("cifar10-small", [dict(results[0], fid=140.0)], 1_000_000, flat)
+    assert (rows[0]["target"], rows[0]["reached"]) == (60.0, False) and "not falling" in publish.target_section(rows)
+    assert publish.target_rows("mnist-ect", results, 1_000_000) == [] and publish.target_section([]) == ""
+
+
+@pytest.mark.backend_independent
 def test_zoo_card_of_a_tuned_model_says_how_it_was_made(tmp_path):
     publish = load_script("scripts/zoo/publish.py")
     run = tmp_path / "edm"
@@ -261,3 +281,20 @@ def test_budget_extrapolation_recovers_a_power_law_and_says_when_it_cannot(tmp_p
     with pytest.raises(SystemExit):
         budget.main(["--run", str(tmp_path), "--target", "fid=1", "--json", str(tmp_path / "x.json")])
     assert "not a run folder" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.backend_independent
+def test_long_run_scripts_refuse_an_unknown_entry_and_an_unfinished_run(tmp_path):
+    env = dict(os.environ, KERAS_ICT_CACHE=str(tmp_path))
+    for script in ("scripts/zoo/train_long.sh", "scripts/zoo/publish_long.sh"):
+        proc = subprocess.run(["bash", script, "mnist-large", "1m"], capture_output=True, text=True, cwd=REPO, env=env)
+        assert proc.returncode == 2 and "unknown entry 'mnist-large'" in proc.stderr, (script, proc.stderr)
+    run = tmp_path / "runs" / "zoo" / "mnist-long"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")  # a run folder that has not finished: no final/
+    proc = subprocess.run(["bash", "scripts/zoo/publish_long.sh", "mnist"], capture_output=True, text=True, cwd=REPO,
+                          env=env)
+    assert proc.returncode == 1 and "has not finished training" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # nothing written before the refusal
+    assert load_script("scripts/zoo/targets.py").extrapolation_flags("cifar10-small") == (
+        "--target fid2k_1step=60 --target fid2k_2step=45")

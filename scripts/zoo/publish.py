@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path[:0] = [str(REPO / "benchmarks"), str(Path(__file__).resolve().parent)]
+from targets import TARGETS  # noqa: E402
+
 from _common import portable_paths  # noqa: E402
 
 
@@ -143,6 +145,62 @@ def _sampler_text(result):
     return ", ".join(f"{s:g}" for s in result["sigmas"])
 
 
+def target_rows(name, results, images_seen, extrapolation=None):
+    """Each FID result of an entry that has a target (TARGETS) against it; where it is not reached, the compute
+    `benchmarks/budget_extrapolation.py` extrapolated from the run's curve for the same number of steps
+    (`times_run`: those images over the `images_seen` of the published run)."""
+    targets = TARGETS.get(name, {})
+    by_steps = {}
+    for item in (extrapolation or {}).get("targets", []):
+        steps = int(item["metric"].rsplit("_", 1)[-1].removesuffix("step"))
+        by_steps[steps] = item
+    rows = []
+    for r in results:
+        steps = r.get("steps")
+        if steps not in targets:
+            continue
+        row = {"metric": r["metric"], "fid": r["fid"], "target": targets[steps], "reached": r["fid"] <= targets[steps]}
+        item = by_steps.get(steps)
+        if not row["reached"] and item and "images" in item:
+            row["extrapolation"] = {k: item[k] for k in ("metric", "target", "images", "cpu_hours", "fit") if k in item}
+            row["extrapolation"]["times_run"] = round(item["images"] / images_seen, 1)
+        elif not row["reached"] and item:
+            row["extrapolation"] = {"metric": item["metric"], "note": item.get("note", "no extrapolation")}
+        rows.append(row)
+    return rows
+
+
+def target_section(rows, extrapolation_path=None):
+    if not rows:
+        return ""
+    lines = []
+    for row in rows:
+        status = "reached" if row["reached"] else "**not reached**"
+        ext = row.get("extrapolation")
+        if ext and "images" in ext:
+            hours = f", ~{ext['cpu_hours']:g} h of training at this run's speed" if "cpu_hours" in ext else ""
+            more = (f"{ext['metric']} {ext['target']:g} at ~{ext['images'] / 1e6:.1f}M images "
+                    f"({ext['times_run']:g}x this run's images{hours})")
+        elif ext:
+            more = f"{ext['metric']}: {ext['note']}"
+        else:
+            more = "-"
+        lines.append(f"| {row['metric']} | {row['fid']:.2f} | <= {row['target']:g} | {status} | {more} |")
+    source = (f" Extrapolation: `python benchmarks/budget_extrapolation.py` (`{extrapolation_path}`), a power law "
+              "fitted to the run's own training-time FID-2k curve: an order of magnitude, not a promise (curves flatten; "
+              "FID-2k is biased upwards against FID-10k)." if extrapolation_path else "")
+    table = "\n".join(lines)
+    return f"""
+## Target
+
+The project's quality target for this entry (issue 16), FID with the protocol above.{source}
+
+| metric | FID | target | | extrapolated compute to the target |
+| --- | ---: | ---: | --- | --- |
+{table}
+"""
+
+
 def made_by(meta):
     pre = meta.get("pretraining")
     if not pre:
@@ -186,6 +244,7 @@ def card(name, meta, export_report):
 Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distance 5.7 at 2000 images
 (`python benchmarks/digit_judge_calibration.py`).
 """
+    target = target_section(meta.get("targets", []), meta.get("extrapolation_file"))
     curve = ("\n![learning curve](curve.png)\n\n`curve.png`: the metrics logged during training (fid.csv, judge.csv "
              "of the run) against images seen.\n") if meta.get("curve") else ""
     how = made_by(meta)
@@ -210,7 +269,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
 Reference statistics: `{Path(ref.get('ref', '?')).name}` (sha256 `{ref.get('ref_sha256', '?')}`,
 {ref.get('num_images', '?')} images). FID from {meta['fid'][0]['num'] if meta['fid'] else '?'} samples is biased upwards
 relative to FID-50k; compare like with like. Reproduce: `{meta['fid_command']}`.
-{judge}{curve}
+{target}{judge}{curve}
 ![samples](samples.png)
 
 `samples.png`: seeds 0-{len(meta['sample_seeds']) - 1}, one step (top) and two steps (bottom){label_note}.
@@ -247,11 +306,13 @@ def main(argv=None):
     parser.add_argument("--judge-num", type=int, default=10_000, help="digit-judge samples (32x32x1 models; 0: off)")
     parser.add_argument("--init-run", help="the diffusion run this model was tuned from (--init of mnist-ect)")
     parser.add_argument("--init-fid-json", help="`keras-ict fid --heun-steps N --out` results of that run's model")
+    parser.add_argument("--extrapolation", help="`benchmarks/budget_extrapolation.py --json` of the run: the card "
+                        "gives the compute to a target (TARGETS) that is not reached")
     args = parser.parse_args(argv)
     if args.init_fid_json and not args.init_run:
         parser.error("--init-fid-json needs --init-run")
     for flag, path in (("--init-run", args.init_run and Path(args.init_run) / "final" / "metadata.json"),
-                       ("--init-fid-json", args.init_fid_json)):
+                       ("--init-fid-json", args.init_fid_json), ("--extrapolation", args.extrapolation)):
         if path and not Path(path).is_file():
             parser.error(f"{flag}: {path} not found")
 
@@ -269,6 +330,7 @@ def main(argv=None):
     config = read_json(final / "config.json")
     train_meta = read_json(final / "metadata.json")
     sampling = config["sampling"]
+    extrapolation = json.loads(Path(args.extrapolation).read_text()) if args.extrapolation else None
     if args.fid_json:
         results = json.loads(Path(args.fid_json).read_text())["results"]
     else:
@@ -328,6 +390,8 @@ def main(argv=None):
             "sample_seeds": seeds,
             "fid": results,
             "judge": judged,
+            "targets": target_rows(args.name, results, train_meta["images_seen"], extrapolation),
+            "extrapolation_file": portable_paths(str(Path(args.extrapolation).resolve())) if args.extrapolation else None,
             "curve": curve,
             "fid_command": (f"keras-ict fid --model zoo/{args.name} --ref {args.ref} "
                             f"--num {results[0]['num'] if results else args.num} "
