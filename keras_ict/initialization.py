@@ -8,10 +8,15 @@ Accepted `init` values:
     a zoo entry folder), or a zoo entry name: its EMA network weights;
   * an EDM state dict, `.npz` or (with `trust_pickle`) `.pt` / `.pth`: the network's tensors, with or without
     EDM's preconditioner prefix `model.` (keras_ict.networks.load_edm_state_dict).
-The network architecture must be the run's (dropout rates may differ: they hold no weights).
+The network architecture must be the run's (dropout rates may differ: they hold no weights), with one exception:
+a class-conditional run may start from an unconditional model of the same architecture (label_dim 0). Its label
+embedding (`map_label`, the only weights the source lacks) then starts at zero, so the run starts as exactly the
+source model and learns the classes on top of it (class-conditional tuning).
 """
 
 from pathlib import Path
+
+import numpy as np
 
 _STATE_DICT_SUFFIXES = (".npz", ".pt", ".pth")
 _WEIGHTLESS_FIELDS = ("dropout", "label_dropout")
@@ -46,6 +51,15 @@ def _comparable(network_cfg):
             "config": {k: v for k, v in network_cfg["config"].items() if k not in _WEIGHTLESS_FIELDS}}
 
 
+def _adds_labels(theirs, ours):
+    """True where `ours` is `theirs` with class conditioning added (the source unconditional, the run not)."""
+    if theirs["class"] != ours["class"] or theirs["config"].get("label_dim", 0) or not ours["config"].get("label_dim"):
+        return False
+    strip = ("label_dim",)
+    return ({k: v for k, v in theirs["config"].items() if k not in strip}
+            == {k: v for k, v in ours["config"].items() if k not in strip})
+
+
 def check_init(config):
     """Raise ValueError / FileNotFoundError naming the problem with config["init"], before anything is written:
     a source that does not exist, another architecture, or a pickled file without trust_pickle."""
@@ -61,7 +75,7 @@ def check_init(config):
         return None
     theirs = _comparable(read_json(folder / "config.json")["network"])
     ours = _comparable(model_config(config)["network"])
-    if theirs != ours:
+    if theirs != ours and not _adds_labels(theirs, ours):
         differing = sorted(k for k in set(theirs["config"]) | set(ours["config"])
                            if theirs["config"].get(k) != ours["config"].get(k))
         what = f"class {theirs['class']} vs {ours['class']}" if theirs["class"] != ours["class"] else \
@@ -87,10 +101,29 @@ def initialize_trainer(trainer, config):
                 raise plain from None
         source = config["init"]
     else:
-        _copy_weights(from_preset(folder).network, network)
+        source_model = from_preset(folder)
+        if source_model.label_dim == trainer.model.label_dim:
+            _copy_weights(source_model.network, network)
+        else:
+            _copy_weights_adding_labels(source_model.network, network)
         source = folder
     _copy_weights(network, trainer.ema_model.network)
     return source
+
+
+def _copy_weights_adding_labels(source, target):
+    """An unconditional network's weights into a class-conditional one of the same architecture; the label
+    embedding, which the source lacks, is set to zero (the conditional network then computes the source's output
+    for every label)."""
+    from keras_ict.networks import edm_state_dict, load_edm_state_dict
+    from keras_ict.networks.edm_import import _expected_shape
+
+    state = edm_state_dict(source)
+    added = {name: np.zeros(_expected_shape(kind, variable), np.float32)
+             for name, (kind, variable) in target.edm_tensor_table().items() if name not in state}
+    if not added or any(not name.startswith("map_label.") for name in added):
+        raise ValueError(f"init: expected only the label embedding to be new, got {sorted(added)}")
+    load_edm_state_dict(target, {**state, **added})
 
 
 def _copy_weights(source, target):

@@ -257,6 +257,9 @@ def _validate(config):
     for key in ("batch_size", "total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_count"):
         if config[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {config[key]}")
+    if not 1 <= config["s0"] <= config["s1"]:
+        raise ValueError(f"need 1 <= s0 <= s1 (the curriculum's first and last N - 1; s0 = s1 keeps N fixed), got "
+                         f"s0 {config['s0']}, s1 {config['s1']}")
     if config["lr_warmup_steps"] < 0:
         raise ValueError(f"lr_warmup_steps must be >= 0 (0: no warm-up), got {config['lr_warmup_steps']}")
     if config["curriculum_steps"] is not None and int(config["curriculum_steps"]) < 1:

@@ -153,6 +153,9 @@ def test_zoo_card_of_a_tuned_model_says_how_it_was_made(tmp_path):
     text = publish.made_by({"pretraining": pre, "wall_time_s": 1800.0})
     assert "`mnist-edm`, 1500 steps" in text and "fid10k_heun18 12.35 (Heun 18 steps, 35 network calls)" in text
     assert "1.50 h of training in all" in text
+    assert "diffusion pre-training with EDM's loss" in text and "the diffusion model scores" in text
+    cond = publish.made_by({"pretraining": dict(pre, method="ict", preset="mnist", fid=[]), "wall_time_s": 1800.0})
+    assert cond.startswith("* **Made by:** unconditional iCT training (preset `mnist`") and "label embedding" in cond
     assert publish.made_by({"pretraining": None, "wall_time_s": 1.0}) == ""
     assert publish._sampler_text({"sigmas": [80.0, 0.821]}) == "80, 0.821"
 

@@ -34,6 +34,9 @@ def test_overrides_are_coerced_and_checked():
         recipes.resolve_config("mnst")
     with pytest.raises(ValueError, match="two_step_sigma"):
         recipes.resolve_config("mnist", {"two_step_sigma": 100})
+    with pytest.raises(ValueError, match="need 1 <= s0 <= s1 .* got s0 200, s1 150"):
+        recipes.resolve_config("mnist", {"s0": 200})
+    assert recipes.resolve_config("mnist", {"s0": 150})["s0"] == 150  # s0 = s1: N fixed at s1 + 1
 
 
 def test_build_trainer_from_cpu_preset():

@@ -207,10 +207,16 @@ def made_by(meta):
         return ""
     fids = "; ".join(f"{r['metric']} {r['fid']:.2f} ({_sampler_text(r)})" for r in pre["fid"])
     total = (pre["wall_time_s"] + meta["wall_time_s"]) / 3600
-    return (f"* **Made by:** diffusion pre-training with EDM's loss (preset `{pre['preset']}`, {pre['steps']} steps at "
+    first, scored, then = (
+        ("unconditional iCT training", "that model", "class-conditional iCT tuning from its EMA weights (the label "
+         "embedding, which the unconditional network lacks, starting at zero)")
+        if pre.get("method", "ict") == "ict" else
+        ("diffusion pre-training with EDM's loss", "the diffusion model",
+         "consistency tuning (ECT, Geng et al. 2024) from its EMA weights"))
+    return (f"* **Made by:** {first} (preset `{pre['preset']}`, {pre['steps']} steps at "
             f"batch {pre['batch_size']}, {pre['images_seen']:,} images, {pre['wall_time_s'] / 3600:.2f} h on "
-            f"{pre['backend']}{'; the diffusion model scores ' + fids if fids else ''}), then consistency tuning "
-            f"(ECT, Geng et al. 2024) from its EMA weights, the recipe below: {total:.2f} h of training in all.\n")
+            f"{pre['backend']}{f'; {scored} scores ' + fids if fids else ''}), then {then}, the recipe below: "
+            f"{total:.2f} h of training in all.\n")
 
 
 def card(name, meta, export_report):
@@ -304,8 +310,10 @@ def main(argv=None):
     parser.add_argument("--limits", default="A small CPU-trained model: far from the paper's scale and quality.")
     parser.add_argument("--zoo", default=str(REPO / "zoo"))
     parser.add_argument("--judge-num", type=int, default=10_000, help="digit-judge samples (32x32x1 models; 0: off)")
-    parser.add_argument("--init-run", help="the diffusion run this model was tuned from (--init of mnist-ect)")
-    parser.add_argument("--init-fid-json", help="`keras-ict fid --heun-steps N --out` results of that run's model")
+    parser.add_argument("--init-run", help="the run this model was tuned from (its --init: the diffusion run of "
+                        "mnist-ect, the unconditional run of a class-conditional tuning)")
+    parser.add_argument("--init-fid-json", help="`keras-ict fid --out` results of that run's model (Heun steps for a "
+                        "diffusion model)")
     parser.add_argument("--extrapolation", help="`benchmarks/budget_extrapolation.py --json` of the run: the card "
                         "gives the compute to a target (TARGETS) that is not reached")
     args = parser.parse_args(argv)

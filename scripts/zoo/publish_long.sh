@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Publish a finished long run (scripts/zoo/train_long.sh ENTRY BUDGET, trained a session at a time) as the zoo
-# entry ENTRY: FID-10k 1- and 2-step against the committed references, the compute to issue 16's targets
-# extrapolated from the run's FID-2k curve (benchmarks/results/budget_ENTRY_long.json + PNG), exports, card with
-# the learning curve, README table.
+# Publish a finished long run as the zoo entry ENTRY: FID-10k 1- and 2-step against the committed references, the
+# compute to issue 16's targets (scripts/zoo/targets.py) extrapolated from the run's FID-2k curve
+# (benchmarks/results/budget_ENTRY_long.json + PNG), exports, card with the learning curve, README table.
+# The runs: scripts/zoo/train_long.sh ENTRY BUDGET (mnist, cifar10-small), scripts/zoo/tune_cond_long.sh BUDGET
+# (mnist-cond: the class-conditional tuning of the long mnist run), each trained a session at a time.
 #
 #   scripts/zoo/publish_long.sh mnist
 #
-# FROM_IMAGES (default 240000): the extrapolation fits the curve's points from there on (for mnist: from the
-# curriculum's second stage, where the 1-step curve starts to fall).
+# FROM_IMAGES: the extrapolation fits the curve's points from there on (default for mnist 240000, the curriculum's
+# second stage, where its 1-step curve starts to fall; 0 for the others).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 usage="usage: $0 ENTRY (mnist, mnist-cond or cifar10-small)"
 ENTRY="${1:?$usage}"
+TRAINED_BY="scripts/zoo/train_long.sh $ENTRY"
+INIT_RUN=""
+FROM_DEFAULT=0
+HOW="with the curriculum spread over the whole run"
 case "$ENTRY" in
-    mnist) REF=fid_refs/mnist-train-32px.npz
+    mnist) REF=fid_refs/mnist-train-32px.npz FROM_DEFAULT=240000
         DATASET="MNIST train (../shared/datasets/mnist.npz: 60,000 images, lossless, the official pixels), padded to 32x32" ;;
-    mnist-cond) REF=fid_refs/mnist-train-32px.npz
+    mnist-cond) REF=fid_refs/mnist-train-32px.npz INIT_RUN=mnist-long TRAINED_BY=scripts/zoo/tune_cond_long.sh
+        HOW="tuned from the long unconditional mnist run at its last curriculum stage (N 151)"
         DATASET="MNIST train (../shared/datasets/mnist.npz: 60,000 images with labels, lossless, the official pixels), padded to 32x32" ;;
     cifar10-small) REF=fid_refs/cifar10-jpeg-train.npz
         DATASET="CIFAR-10 train (../shared/datasets/cifar10_jpeg.tar.gz: 50,000 images, a JPEG copy, not pixel-identical)" ;;
@@ -23,25 +29,27 @@ case "$ENTRY" in
 esac
 source .venv/bin/activate
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
-RUN="${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo/$ENTRY-long"
-CARRIED="carried/$ENTRY-long.tar"
-if [ ! -e "$RUN/config.json" ] && [ -f "$CARRIED" ]; then
-    keras-ict unpack "$CARRIED" --out "$RUN"
-fi
+RUNS="${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo"
+RUN="$RUNS/$ENTRY-long"
+for name in "$ENTRY-long" ${INIT_RUN:+"$INIT_RUN"}; do
+    if [ ! -e "$RUNS/$name/config.json" ] && [ -f "carried/$name.tar" ]; then
+        keras-ict unpack "carried/$name.tar" --out "$RUNS/$name"
+    fi
+done
 if [ ! -f "$RUN/final/metadata.json" ]; then
-    echo "$RUN has not finished training (no final/): continue it with scripts/zoo/train_long.sh $ENTRY BUDGET" >&2
+    echo "$RUN has not finished training (no final/): continue it with $TRAINED_BY BUDGET" >&2
     exit 1
 fi
 EXTRAPOLATION="benchmarks/results/budget_${ENTRY}_long.json"
 # shellcheck disable=SC2046  # the flags are words
 python benchmarks/budget_extrapolation.py --run "$RUN" $(python scripts/zoo/targets.py "$ENTRY") \
-    --from-images "${FROM_IMAGES:-240000}" --json "$EXTRAPOLATION"
+    --from-images "${FROM_IMAGES:-$FROM_DEFAULT}" --json "$EXTRAPOLATION"
 [ -f "$RUN/fid10k.json" ] || keras-ict fid --model "$RUN/final" --ref "$REF" --num 10000 --steps 1,2 --out "$RUN/fid10k.json"
 STEPS_DONE=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['steps'])" "$RUN/final/metadata.json")
 python scripts/zoo/publish.py "$ENTRY" --run "$RUN" --ref "$REF" --fid-json "$RUN/fid10k.json" \
-    --extrapolation "$EXTRAPOLATION" --dataset "$DATASET" \
-    --command "scripts/zoo/train_long.sh $ENTRY BUDGET (once per session until it finishes), then scripts/zoo/publish_long.sh $ENTRY" \
-    --limits "A small network trained on a 2-core CPU for $STEPS_DONE steps at batch 32, a session at a time (the run moved between machines as carried/$ENTRY-long.tar, so the wall time adds up sessions on different CPUs), with the curriculum spread over the whole run. Where the target table above says not reached, the extrapolated compute says roughly what reaching it would take with this recipe."
+    --extrapolation "$EXTRAPOLATION" --dataset "$DATASET" ${INIT_RUN:+--init-run "$RUNS/$INIT_RUN"} \
+    --command "$TRAINED_BY BUDGET (once per session until it finishes), then scripts/zoo/publish_long.sh $ENTRY" \
+    --limits "A small network trained on a 2-core CPU for $STEPS_DONE steps at batch 32, a session at a time (the run moved between machines as carried/$ENTRY-long.tar, so the wall time adds up sessions on different CPUs), $HOW. Where the target table above says not reached, the extrapolated compute says roughly what reaching it would take with this recipe."
 python scripts/zoo/table.py --readme
 if [ "$ENTRY" = mnist ]; then  # README's picture of the zoo entry (the same command as in scripts/main_job.sh)
     keras-ict sample --model mnist --seeds 0-63 --steps 2 --out docs/zoo_mnist_2step.png
