@@ -38,6 +38,7 @@ def test_conditional_run_from_an_unconditional_model_starts_as_that_model(tmp_pa
     assert any("map_label" in w.path for w in trainer.model.trainable_weights)
 
 
+@pytest.mark.once("torch")  # config checks: the same on every backend
 def test_init_refuses_another_architecture_and_a_conditional_source_for_an_unconditional_run(tmp_path):
     _saved_model("mnist-cond", tmp_path / "cond", seed=1)
     config = resolve_config("mnist", dict(TINY, init=str(tmp_path / "cond")))
