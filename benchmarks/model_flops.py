@@ -77,6 +77,7 @@ def matmul_tflops(device, dtype, n=4096, repeats=10, tf32=False):
 
 
 def _cpu_name():
+    # keras_ict.callbacks.cpu_name without importing keras_ict: this script runs where Keras is not installed.
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

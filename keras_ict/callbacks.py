@@ -274,7 +274,22 @@ class FIDMonitor(keras.callbacks.Callback):
             self.evaluate()
 
 
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo on Linux; else what `platform` knows): machines differ 2-3x in speed,
+    so every recorded time names its CPU."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def os_machine():
     import platform
 
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
+            "cpu_name": cpu_name()}

@@ -231,6 +231,7 @@ def card(name, meta, export_report):
     )
     ref = meta["fid"][0]["reference"] if meta["fid"] else {}
     machine = meta["machine"]
+    cpu = f"{machine['cpu_name']}, " if machine.get("cpu_name") else ""
     label_note = "; column j is class j (label = seed % " + str(meta["label_dim"]) + ")" if meta["label_dim"] else ""
     judge = ""
     if meta.get("judge"):
@@ -261,7 +262,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
 
 * **Data:** {meta['dataset']} (file sha256 `{meta['dataset_sha256']}`).
 {how}* **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
-  seen), trained with `{meta['command']}` on {meta['backend']} ({machine['cpus']} CPU cores, {machine['platform']}),
+  seen), trained with `{meta['command']}` on {meta['backend']} ({cpu}{machine['cpus']} CPU cores, {machine['platform']}),
   {meta['wall_time_s'] / 3600:.2f} h wall time.
 * **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}{ema_note}).
 * **Sampling:** one step from sigma {meta['sigmas_1step'][0]:g}; two steps with intermediate sigma {meta['sigmas_2step'][1]:g}.
