@@ -152,8 +152,9 @@ def target_rows(name, results, images_seen, extrapolation=None):
     targets = TARGETS.get(name, {})
     by_steps = {}
     for item in (extrapolation or {}).get("targets", []):
-        steps = int(item["metric"].rsplit("_", 1)[-1].removesuffix("step"))
-        by_steps[steps] = item
+        suffix = item["metric"].rsplit("_", 1)[-1]  # fid2k_1step -> 1step
+        if suffix.endswith("step") and suffix[:-4].isdigit():
+            by_steps[int(suffix[:-4])] = item
     rows = []
     for r in results:
         steps = r.get("steps")
