@@ -81,6 +81,10 @@ def load_checkpoint(path):
     except Exception as e:  # a damaged zip or h5 inside raises many types
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ValueError(f"checkpoint {Path(path) / 'trainer.keras'} cannot be loaded ({first})") from None
+    # The saved compile config holds the saving backend's resolved jit_compile (False on TensorFlow on a CPU and
+    # on torch): resolved again here, or a run resumed on JAX would take its train steps op by op (3x slower on a
+    # CPU, hundreds of times on a GPU).
+    trainer.jit_compile = trainer._resolve_auto_jit_compile()
     return trainer, read_json(Path(path) / "state.json")
 
 

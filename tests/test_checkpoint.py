@@ -85,3 +85,12 @@ def test_final_folder_loads_with_from_preset_and_detects_tampering(tmp_path):
         from_preset(folder)
     with pytest.raises(FileNotFoundError, match="no model folder or zoo entry"):
         from_preset(tmp_path / "missing")
+
+
+def test_resume_compiles_the_step_as_this_backend_would(tmp_path):
+    """A checkpoint keeps its backend's resolved jit_compile (False from TensorFlow on a CPU and from torch); a
+    run resumed on JAX from one took its train steps op by op, hundreds of times slower on a GPU."""
+    _, trainer = tiny_trainer()
+    trainer.compile(optimizer=trainer.optimizer, jit_compile=False)
+    loaded, _ = load_checkpoint(save_checkpoint(trainer, tmp_path, {"wall_s": 0.0}))
+    assert loaded.jit_compile == (keras.backend.backend() == "jax")
