@@ -244,8 +244,8 @@ def read_run(run_dir):
         "img_per_s_median": round(img_s, 2) if img_s else None,
         "points": [points[s] for s in sorted(points)],
         "config": {k: config.get(k) for k in ("s0", "s1", "curriculum_steps", "learning_rate", "lr_warmup_steps",
-                                               "batch_size", "ema_decay", "dropout", "p_mean", "p_std", "network",
-                                               "network_overrides", "seed")},
+                                               "lr_decay_ref_steps", "batch_size", "ema_decay", "dropout", "p_mean",
+                                               "p_std", "network", "network_overrides", "seed")},
     }
 
 

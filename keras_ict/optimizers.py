@@ -72,21 +72,29 @@ class RAdam(keras.optimizers.Optimizer):
 
 @keras.saving.register_keras_serializable(package="keras_ict")
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """lr(t) = peak * min(1, (t + 1) / warmup_steps): a linear ramp to `peak`, then constant.
+    """lr(t) = peak * min(1, (t + 1) / warmup_steps) / sqrt(max(1, t / decay_ref_steps)): a linear ramp to
+    `peak`, then constant, or with `decay_ref_steps` > 0 an inverse-square-root decay from that step on (EDM2's
+    schedule, Karras et al. 2024). The decay depends on the step alone, not on the run's length, so a run
+    stays extendable.
 
     Counting from t + 1 makes the first update non-zero; `warmup_steps=1` is a constant rate.
     """
 
-    def __init__(self, peak, warmup_steps):
+    def __init__(self, peak, warmup_steps, decay_ref_steps=0):
         if peak <= 0:
             raise ValueError(f"peak learning rate must be positive, got {peak}")
         if int(warmup_steps) < 1:
             raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
-        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+        if int(decay_ref_steps) < 0:
+            raise ValueError(f"decay_ref_steps must be >= 0 (0: no decay), got {decay_ref_steps}")
+        self.peak, self.warmup_steps, self.decay_ref_steps = float(peak), int(warmup_steps), int(decay_ref_steps)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        return self.peak * ops.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
+        rate = self.peak * ops.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
+        if self.decay_ref_steps:
+            rate = rate / ops.sqrt(ops.maximum(1.0, step / float(self.decay_ref_steps)))
+        return rate
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "decay_ref_steps": self.decay_ref_steps}

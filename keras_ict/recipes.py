@@ -27,6 +27,7 @@ _COMMON = {
     "batch_size": 1024,
     "learning_rate": 1e-4,
     "lr_warmup_steps": 0,  # > 0: linear warm-up to learning_rate over this many steps (not in the paper)
+    "lr_decay_ref_steps": 0,  # > 0: lr / sqrt(step / this) from this step on (EDM2's decay; not in the paper)
     "optimizer": "radam",
     "total_steps": 400_000,
     "ema_decay": paper.EMA_DECAY,
@@ -185,7 +186,7 @@ FIELD_DEFAULTS = {
     k: _COMMON[k]
     for k in ("distance", "weighting", "index_distribution", "curriculum", "teacher", "teacher_mu0", "lr_warmup_steps",
               "curriculum_steps", "ema_warmup", "tfds_data_dir", "method", "init", "trust_pickle", "ect_stage_steps",
-              "ect_q", "ect_k", "ect_b")
+              "ect_q", "ect_k", "ect_b", "lr_decay_ref_steps")
 }
 
 METHODS = ("ict", "edm", "ect")
@@ -262,6 +263,8 @@ def _validate(config):
                          f"s0 {config['s0']}, s1 {config['s1']}")
     if config["lr_warmup_steps"] < 0:
         raise ValueError(f"lr_warmup_steps must be >= 0 (0: no warm-up), got {config['lr_warmup_steps']}")
+    if config["lr_decay_ref_steps"] < 0:
+        raise ValueError(f"lr_decay_ref_steps must be >= 0 (0: no decay), got {config['lr_decay_ref_steps']}")
     if config["curriculum_steps"] is not None and int(config["curriculum_steps"]) < 1:
         raise ValueError(f"curriculum_steps must be >= 1 (or None for total_steps), got {config['curriculum_steps']}")
     for key in ("learning_rate", "sigma_min", "sigma_data", "two_step_sigma"):
@@ -380,8 +383,8 @@ def _compiled(trainer, config):
     from keras_ict.optimizers import LinearWarmup, RAdam
 
     rate = config["learning_rate"]
-    if config["lr_warmup_steps"]:
-        rate = LinearWarmup(rate, config["lr_warmup_steps"])
+    if config["lr_warmup_steps"] or config["lr_decay_ref_steps"]:
+        rate = LinearWarmup(rate, max(1, config["lr_warmup_steps"]), config["lr_decay_ref_steps"])
     optimizer = RAdam(rate) if config["optimizer"] == "radam" else keras.optimizers.Adam(rate)
     trainer.compile(optimizer=optimizer)
     return trainer

@@ -84,6 +84,32 @@ def test_linear_warmup_ramps_to_the_peak_then_holds():
     np.testing.assert_allclose(rates, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rtol=1e-6)
     optimizer = keras.optimizers.deserialize(keras.optimizers.serialize(RAdam(schedule)))
     assert isinstance(optimizer._learning_rate, LinearWarmup) and optimizer._learning_rate.warmup_steps == 4
-    for bad in ((0.0, 4), (1e-3, 0)):
+    for bad in ((0.0, 4), (1e-3, 0), (1e-3, 4, -1)):
         with pytest.raises(ValueError):
             LinearWarmup(*bad)
+
+
+def test_inverse_sqrt_decay_after_the_reference_step():
+    from keras_ict.optimizers import LinearWarmup
+
+    schedule = LinearWarmup(1e-3, 2, decay_ref_steps=100)
+    rates = {t: float(ops.convert_to_numpy(schedule(t))) for t in (0, 1, 50, 100, 400, 10_000)}
+    expected = {0: 5e-4, 1: 1e-3, 50: 1e-3, 100: 1e-3, 400: 5e-4, 10_000: 1e-4}
+    for t, rate in expected.items():
+        np.testing.assert_allclose(rates[t], rate, rtol=1e-6, err_msg=f"step {t}")
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(RAdam(schedule)))._learning_rate
+    assert (restored.warmup_steps, restored.decay_ref_steps) == (2, 100)
+    assert LinearWarmup.from_config({"peak": 1e-3, "warmup_steps": 2}).decay_ref_steps == 0  # older checkpoints
+
+
+def test_recipe_lr_decay_builds_the_schedule_and_refuses_negative():
+    from keras_ict import recipes
+    from keras_ict.optimizers import LinearWarmup
+
+    tiny = {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}
+    config = recipes.resolve_config("mnist", {"lr_decay_ref_steps": 500, "lr_warmup_steps": 0,
+                                              "network_overrides": tiny})
+    schedule = recipes.build_trainer(config).optimizer._learning_rate
+    assert isinstance(schedule, LinearWarmup) and (schedule.warmup_steps, schedule.decay_ref_steps) == (1, 500)
+    with pytest.raises(ValueError, match="lr_decay_ref_steps"):
+        recipes.resolve_config("mnist", {"lr_decay_ref_steps": -1})
