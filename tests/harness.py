@@ -16,6 +16,10 @@ import keras
 import numpy as np
 from keras import ops
 
+# The two-level mnist network cut to a few thousand parameters: trainer and checkpoint tests need its layers, not
+# its quality.
+TINY_NETWORK = {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}
+
 REPO = Path(__file__).resolve().parents[1]
 
 # TensorFlow's C++ start-up logging, which TF_CPP_MIN_LOG_LEVEL does not silence on every CPU (2.21 on an AVX-512

@@ -8,11 +8,12 @@ import pytest
 from keras import ops
 
 import keras_ict
+from harness import TINY_NETWORK
 from keras_ict import recipes
 from keras_ict.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from keras_ict.zoo import from_preset
 
-TINY = {"network_overrides": {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}}
+TINY = {"network_overrides": TINY_NETWORK}
 
 
 def tiny_trainer(**overrides):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from harness import assert_config_round_trip
+from harness import TINY_NETWORK, assert_config_round_trip
 from keras_ict.backends import torch_optimizer
 from keras_ict.optimizers import RAdam
 
@@ -106,9 +106,8 @@ def test_recipe_lr_decay_builds_the_schedule_and_refuses_negative():
     from keras_ict import recipes
     from keras_ict.optimizers import LinearWarmup
 
-    tiny = {"model_channels": 8, "channel_mult": [1, 1], "attn_resolutions": [], "num_blocks": 1}
     config = recipes.resolve_config("mnist", {"lr_decay_ref_steps": 500, "lr_warmup_steps": 0,
-                                              "network_overrides": tiny})
+                                              "network_overrides": TINY_NETWORK})
     schedule = recipes.build_trainer(config).optimizer._learning_rate
     assert isinstance(schedule, LinearWarmup) and (schedule.warmup_steps, schedule.decay_ref_steps) == (1, 500)
     with pytest.raises(ValueError, match="lr_decay_ref_steps"):
