@@ -101,12 +101,46 @@ COMBINATIONS = {
     "ew-lr1e-3-s1-150-curr80k": ({**_EW, **_LR1E3, "s1": 150, "curriculum_images": 80_000},
                                  "EMA warm-up, lr 1e-3, s1 150, curriculum over 80k images"),
 }
+# Session 18: tuning from the finished long mnist run (carried/mnist-long.tar; flat at FID-2k ~50 / ~24 over its
+# last 480k images at a constant lr 1e-3), at its last curriculum stage (N fixed at 151), one change each against
+# the same continuation unchanged ("tune-lr1e-3"): is the plateau the noise of a high constant learning rate?
+# "init_run" names a carried run (carried/NAME.tar), unpacked under RUNS/zoo/NAME when missing; its final/ is
+# the init. The EMA warm-up restarts with the run (its window is ~k/9 steps at step k).
+_FROM_MNIST_LONG = {"init_run": "mnist-long", "s0": 150, "s1": 150}
+COMBINATIONS.update({
+    "tune-lr1e-3": ({**_FROM_MNIST_LONG}, "from the long mnist run, N 151, lr 1e-3 (the long run's: control)"),
+    "tune-lr3e-4": ({**_FROM_MNIST_LONG, "learning_rate": 3e-4}, "from the long mnist run, N 151, lr 3e-4"),
+    "tune-lr1e-4": ({**_FROM_MNIST_LONG, "learning_rate": 1e-4}, "from the long mnist run, N 151, lr 1e-4"),
+    "tune-lr3e-5": ({**_FROM_MNIST_LONG, "learning_rate": 3e-5}, "from the long mnist run, N 151, lr 3e-5"),
+})
 KEEP_ALL_CHECKPOINTS = 100_000
+
+
+def carried_run_dir(name):
+    """Where a carried run (carried/NAME.tar) lies when unpacked: the folder scripts/zoo/train_long.sh uses."""
+    return Path(os.environ.get("KERAS_ICT_CACHE", Path.home() / ".cache" / "keras_ict")) / "runs" / "zoo" / name
+
+
+def ensure_carried_run(name):
+    """The carried run's folder, unpacked from carried/NAME.tar if it is not there; it must have finished."""
+    run_dir = carried_run_dir(name)
+    archive = REPO / "carried" / f"{name}.tar"
+    if not (run_dir / "config.json").is_file():
+        if not archive.is_file():
+            raise FileNotFoundError(f"init_run {name}: neither {run_dir} nor {repo_relative(archive)} exists")
+        from keras_ict.run_archive import unpack_run
+
+        unpack_run(archive, run_dir)
+    if not (run_dir / "final" / "model.weights.h5").is_file():
+        raise ValueError(f"init_run {name}: {run_dir} has not finished (no final/); finish it first")
+    return run_dir
 
 
 def variant_overrides(name, batch_size):
     fields, _ = {**VARIANTS, **COMBINATIONS}[name]
     fields = dict(fields)
+    if "init_run" in fields:
+        fields["init"] = str(carried_run_dir(fields.pop("init_run")))
     batch = int(fields.get("batch_size", batch_size))
     curriculum_images = int(fields.pop("curriculum_images", CURRICULUM_IMAGES))
     fields["curriculum_steps"] = max(1, curriculum_images // batch)
@@ -122,6 +156,9 @@ def _set_args(fields):
 
 
 def train_variant(name, args, preset_batch):
+    init_run = {**VARIANTS, **COMBINATIONS}[name][0].get("init_run")
+    if init_run:
+        ensure_carried_run(init_run)
     fields, batch = variant_overrides(name, preset_batch)
     steps = args.images // batch
     every = max(1, args.eval_every // batch)
@@ -246,6 +283,7 @@ def read_run(run_dir):
         "config": {k: config.get(k) for k in ("s0", "s1", "curriculum_steps", "learning_rate", "lr_warmup_steps",
                                                "lr_decay_ref_steps", "batch_size", "ema_decay", "dropout", "p_mean",
                                                "p_std", "network", "network_overrides", "seed")},
+        "init": Path(config["init"]).name if config.get("init") else None,  # a folder name: no machine paths
     }
 
 
