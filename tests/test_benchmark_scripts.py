@@ -301,3 +301,64 @@ def test_long_run_scripts_refuse_an_unknown_entry_and_an_unfinished_run(tmp_path
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # nothing written before the refusal
     assert load_script("scripts/zoo/targets.py").extrapolation_flags("cifar10-small") == (
         "--target fid2k_1step=60 --target fid2k_2step=45")
+
+
+def _load_two_step_sigma():
+    return load_script("benchmarks/two_step_sigma.py")
+
+
+@pytest.mark.backend_independent
+def test_two_step_sigma_parses_checks_and_keeps_rows_only_for_the_same_model(tmp_path):
+    search = _load_two_step_sigma()
+    assert search.parse_sigmas("1.5, 0.4,0.821,0.4") == [0.4, 0.821, 1.5]
+    for bad in ("", "0.4,x"):
+        with pytest.raises(ValueError, match="--sigmas"):
+            search.parse_sigmas(bad)
+    search.check_sigmas([0.4, 79.0], 0.002, 80.0)
+    with pytest.raises(ValueError, match=r"\[80.0\]"):
+        search.check_sigmas([0.4, 80.0], 0.002, 80.0)
+    path = tmp_path / "search.json"
+    key = {"weights_sha256": "a", "ref_sha256": "b", "num": 2000}
+    path.write_text(json.dumps({"key": key, "rows": [{"sigma": 0.821, "fid": 20.0}]}))
+    assert search.kept_rows(path, key) == [{"sigma": 0.821, "fid": 20.0}]
+    assert search.kept_rows(path, dict(key, num=10000)) == []  # another count: scored again
+    assert search.kept_rows(tmp_path / "missing.json", key) == []
+    assert search.best_row([{"sigma": 0.4, "fid": 30.0}, {"sigma": 1.0, "fid": 12.0}])["sigma"] == 1.0
+
+
+@pytest.mark.backend_independent
+def test_two_step_sigma_refuses_bad_input_before_writing(tmp_path):
+    out = tmp_path / "search.json"
+    ref = "fid_refs/mnist-train-32px.npz"
+    for args, message in ((("--sigmas", "0.4,abc", "--ref", ref), "--sigmas"),
+                          (("--sigmas", "0.4", "--ref", ref, "--num", "1"), "--num"),
+                          (("--sigmas", "0.4", "--ref", str(tmp_path / "none.npz")), "no such statistics file")):
+        proc = _run("benchmarks/two_step_sigma.py", "--model", "mnist", "--json", str(out), *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1000:]
+    assert not out.exists()
+
+
+@pytest.mark.once("tensorflow")
+def test_two_step_sigma_scores_each_sigma_once_and_refuses_sigmas_outside_the_range(tmp_path, monkeypatch):
+    import keras_ict.evaluation
+
+    search = _load_two_step_sigma()
+    scored = []
+
+    def fake_fid(model, ref, *, num, sigmas, progress):  # FID stand-in: the search logic, not Inception, is tested
+        scored.append(sigmas[-1])
+        return {"fid": 10.0 + (sigmas[-1] - 1.2) ** 2, "backend": keras.backend.backend()}
+
+    monkeypatch.setattr(keras_ict.evaluation, "compute_fid", fake_fid)
+    out = tmp_path / "search.json"
+    common = ["--model", "mnist", "--ref", "fid_refs/mnist-train-32px.npz", "--num", "100", "--json", str(out)]
+    search.main(common + ["--sigmas", "0.821,2"])
+    search.main(common + ["--sigmas", "0.821,1.2"])
+    assert scored == [0.821, 2.0, 1.2]
+    report = json.loads(out.read_text())
+    assert [r["sigma"] for r in report["rows"]] == [0.821, 1.2, 2.0]
+    assert report["best"]["sigma"] == 1.2 and report["metric"] == "fid100_2step"
+    assert report["model"]["recorded_two_step_sigma"] == 0.821 and out.with_suffix(".png").is_file()
+    with pytest.raises(SystemExit):
+        search.main(common + ["--sigmas", "0.821,80"])
+    assert len(scored) == 3
