@@ -1,4 +1,5 @@
-"""Training callbacks: step logging (CSV, TensorBoard), checkpoints with sample grids, FID, NaN stop, time budget."""
+"""Training callbacks: step logging (CSV, TensorBoard), checkpoints with sample grids, FID, NaN stop, time budget,
+weight snapshots."""
 
 import csv
 import math
@@ -181,6 +182,22 @@ class CheckpointAndSample(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.save()
+
+
+class StudentSnapshots(keras.callbacks.Callback):
+    """Every `every` steps: the student's and the EMA's trainable weights to RUN/snapshots/ (keras_ict.posthoc_ema
+    builds EMAs of other lengths from them after training)."""
+
+    def __init__(self, run_dir, every):
+        super().__init__()
+        self.run_dir, self.every = Path(run_dir), int(every)
+
+    def on_train_batch_end(self, batch, logs=None):
+        from keras_ict.posthoc_ema import save_snapshot, snapshot_path
+
+        step = _step(self.model)
+        if step % self.every == 0 and not snapshot_path(self.run_dir, step).is_file():
+            save_snapshot(self.model, self.run_dir, step)
 
 
 class FIDMonitor(keras.callbacks.Callback):

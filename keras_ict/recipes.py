@@ -64,6 +64,7 @@ _COMMON = {
     "fid_num": 1000,  # generated images per training-time FID
     "fid_ref": None,  # statistics .npz or dataset; None: the training data's train split
     "fid_steps": [1, 2],  # one- and/or two-step sampling
+    "snapshot_every": 0,  # > 0: the student's and EMA's weights every this many steps (keras_ict.posthoc_ema)
 }
 
 RECIPES = {
@@ -177,7 +178,7 @@ RECIPE_SOURCES = {
 # directory resumable.
 RUN_LENGTH_FIELDS = (
     "log_every", "checkpoint_every", "keep_checkpoints", "sample_count", "description",
-    "fid_every", "fid_num", "fid_ref", "fid_steps", "tfds_data_dir",
+    "fid_every", "fid_num", "fid_ref", "fid_steps", "tfds_data_dir", "snapshot_every",
 )
 
 
@@ -251,6 +252,8 @@ def _coerce(key, value, default):
 def _validate(config):
     if config["fid_every"] < 0:
         raise ValueError(f"fid_every must be >= 0 (0 turns training-time FID off), got {config['fid_every']}")
+    if config["snapshot_every"] < 0:
+        raise ValueError(f"snapshot_every must be >= 0 (0 turns snapshots off), got {config['snapshot_every']}")
     if config["fid_num"] < 2:
         raise ValueError(f"fid_num must be >= 2 (FID needs a covariance), got {config['fid_num']}")
     if not config["fid_steps"] or any(s not in (1, 2) for s in config["fid_steps"]):

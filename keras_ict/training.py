@@ -323,6 +323,8 @@ def _train_in_folder(config, run_dir, mode, info, image_shape, strategy, time_bu
             sigmas={s: ([config["sigma_max"]] if s == 1 else two_step) for s in config["fid_steps"]},
             logger=logger, ref_kwargs={"resize": config["resize"], "tfds_data_dir": config["tfds_data_dir"]},
         ))
+    if config["snapshot_every"]:
+        fit_callbacks.append(cb.StudentSnapshots(run_dir, config["snapshot_every"]))
     fit_callbacks += list(callbacks)
     replicas = training_replicas(trainer)
     on_devices = f" over {replicas} replicas" if replicas > 1 else ""
