@@ -23,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import repo_relative, versions, write_json  # noqa: E402
 
+MAX_IMAGES = 1e15  # beyond this a fitted power law is reported as no extrapolation (and exp() would overflow)
+
 
 def fit_power_law(images, values):
     """(a, b) of log(value) = a + b log(images), least squares over >= 2 points with distinct images."""
@@ -52,7 +54,12 @@ def extrapolate(points, metric, target, from_images=0, img_per_s=None):
     if b >= 0:
         result["note"] = f"not falling (exponent {b:.3f} >= 0): no extrapolation"
         return result
-    images = math.exp((math.log(target) - a) / b)
+    log_images = (math.log(target) - a) / b
+    if log_images > math.log(MAX_IMAGES):  # a curve that barely falls: the power law's answer means nothing
+        result["note"] = (f"falls too slowly (exponent {b:.4f}): the fit reaches {target:g} only beyond "
+                          f"{MAX_IMAGES:.0e} images; no usable extrapolation")
+        return result
+    images = math.exp(log_images)
     result.update(images=round(images), times_last=round(images / last_images, 1))
     if img_per_s:
         result["cpu_hours"] = round(images / img_per_s / 3600, 1)

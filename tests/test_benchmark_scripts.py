@@ -262,6 +262,9 @@ def test_budget_extrapolation_recovers_a_power_law_and_says_when_it_cannot(tmp_p
     assert budget.extrapolate(points, "fid2k_1step", 30.0)["note"].startswith("reached")
     rising = [{"images": i, "fid": v} for i, v in ((1, 5.0), (2, 6.0))]
     assert "not falling" in budget.extrapolate(rising, "fid", 1.0)["note"]
+    flat = [{"images": i, "fid": v} for i, v in ((32_000, 47.4), (192_000, 44.2))]  # mnist-cond's tuning, session 18
+    slow = budget.extrapolate(flat, "fid", 10.0)
+    assert "falls too slowly" in slow["note"] and "images" not in slow and slow["fit"]["b"] < 0
     with pytest.raises(ValueError, match="distinct"):
         budget.fit_power_law([5, 5], [1.0, 2.0])
     # End to end on a run folder: fid.csv + log.csv, JSON and PNG.
