@@ -10,7 +10,9 @@ scored with the zoo's protocol at fixed seeds. The JSON holds one row per decay 
 FID 1- and 2-step, the coefficient left on the starting EMA) and the measured error of rebuilding the run's own
 EMA from the same snapshots; the PNG shows FID against the EMA length. Rows already in the JSON for the same
 snapshots, reference and count are kept. `--save-decay D --save-to FOLDER` also writes that EMA as a model folder
-(config.json, model.weights.h5, metadata.json) that `keras_ict.from_preset`, `keras-ict fid` and `--init` take.
+(config.json, model.weights.h5, metadata.json: the run's final/ record plus `posthoc_ema`) that
+`keras_ict.from_preset`, `keras-ict fid`, `--init` and `scripts/zoo/publish.py --model` take; the run's final/
+must be at the last snapshot used.
 """
 
 import argparse
@@ -68,6 +70,12 @@ def plot(report, path):
     plt.close(fig)
 
 
+def posthoc_steps(run_dir, upto):
+    from keras_ict import posthoc_ema
+
+    return [s for s in posthoc_ema.snapshot_steps(run_dir) if upto is None or s <= upto]
+
+
 def save_model(run_dir, model, decay, upto, folder):
     """The post-hoc EMA as a model folder, through a temp folder and a rename."""
     import shutil
@@ -79,14 +87,18 @@ def save_model(run_dir, model, decay, upto, folder):
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     config = model_config(read_json(Path(run_dir) / "config.json"))
-    config["training"]["posthoc_ema_decay"] = decay  # the weights are this EMA, not the run's ema_decay
+    first = posthoc_steps(run_dir, upto)[0]
+    # The weights are this EMA, not the run's ema_decay: the card and metadata say so.
+    config["training"]["posthoc_ema"] = {"decay": decay, "from_step": first, "to_step": upto}
+    run_meta = read_json(Path(run_dir) / "final" / "metadata.json")
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         model.save_weights(tmp / "model.weights.h5")
         write_json(tmp / "config.json", config)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        write_json(tmp / "metadata.json", {"posthoc_ema": {"run": Path(run_dir).name, "decay": decay, "upto_step": upto,
-                                                           "command": " ".join(sys.argv)}, "files": files})
+        meta = {k: v for k, v in run_meta.items() if k != "files"}
+        meta["posthoc_ema"] = dict(config["training"]["posthoc_ema"], command="python " + " ".join(sys.argv))
+        write_json(tmp / "metadata.json", dict(meta, files=files))
         publish_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,10 +141,17 @@ def main(argv=None):
     run_dir = Path(args.run).expanduser()
     if not (run_dir / "config.json").is_file():
         parser.error(f"--run {args.run}: not a run folder (no config.json)")
-    steps = [s for s in posthoc_ema.snapshot_steps(run_dir) if args.upto_step is None or s <= args.upto_step]
+    steps = posthoc_steps(run_dir, args.upto_step)
     if len(steps) < 2:
         parser.error(f"--run {args.run}: {len(steps)} snapshot(s) up to the chosen step; train with "
                      "--set snapshot_every=M (two or more are needed)")
+    if args.save_decay is not None:
+        final_meta = run_dir / "final" / "metadata.json"
+        final_step = read_json(final_meta)["steps"] if final_meta.is_file() else None
+        if final_step != steps[-1]:
+            parser.error(f"--save-decay: the run's final/ is at step {final_step}, the last snapshot used at {steps[-1]}; "
+                         f"a saved model carries the run's record at its step: finish the run there (resume it with "
+                         f"--set total_steps={steps[-1]}) or pass --upto-step {final_step}")
     run_decay = float(read_json(run_dir / "config.json")["ema_decay"])
     json_path = Path(args.json or HERE / "results" / f"posthoc_ema_{run_dir.name}.json")
     key = {"snapshots": [steps[0], steps[-1], len(steps)], "ref_sha256": sha256_file(args.ref), "num": args.num}

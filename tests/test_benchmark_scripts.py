@@ -158,6 +158,11 @@ def test_zoo_card_of_a_tuned_model_says_how_it_was_made(tmp_path):
     assert cond.startswith("* **Made by:** unconditional iCT training (preset `mnist`") and "label embedding" in cond
     assert publish.made_by({"pretraining": None, "wall_time_s": 1.0}) == ""
     assert publish._sampler_text({"sigmas": [80.0, 0.821]}) == "80, 0.821"
+    assert publish.ema_text({"ema_decay": 0.999}) == "decay 0.999"
+    posthoc = publish.ema_text({"ema_decay": 0.999, "ema_warmup": True,
+                                "posthoc_ema": {"decay": 0.9995, "from_step": 30050, "to_step": 32000}})
+    assert posthoc.startswith("decay 0.999, reached through the warm-up") and "post-hoc EMA of decay 0.9995" in posthoc
+    assert "from step 30050" in posthoc and "up to step 32000" in posthoc
 
 
 @pytest.mark.backend_independent

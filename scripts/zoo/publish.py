@@ -220,6 +220,18 @@ def made_by(meta):
             f"{total:.2f} h of training in all.\n")
 
 
+def ema_text(meta):
+    """Which EMA the published weights are, for the card."""
+    text = f"decay {meta['ema_decay']}"
+    if meta.get("ema_warmup"):
+        text += ", reached through the warm-up min(decay, (1 + k) / (10 + k)) at step k"
+    posthoc = meta.get("posthoc_ema")
+    if posthoc:
+        text += (f"; from step {posthoc['from_step']} on, a post-hoc EMA of decay {posthoc['decay']:g} up to step "
+                 f"{posthoc['to_step']}, built from the run's weight snapshots by `keras_ict.posthoc_ema`")
+    return text
+
+
 def card(name, meta, export_report):
     fids = "\n".join(
         f"| {r['metric']} | {r['fid']:.2f} | {r['num']} | {r['seeds']} | {_sampler_text(r)} |"
@@ -256,7 +268,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
     curve = ("\n![learning curve](curve.png)\n\n`curve.png`: the metrics logged during training (fid.csv, judge.csv "
              "of the run) against images seen.\n") if meta.get("curve") else ""
     how = made_by(meta)
-    ema_note = ", reached through the warm-up min(decay, (1 + k) / (10 + k)) at step k" if meta.get("ema_warmup") else ""
+    ema_note = ema_text(meta)
     return f"""# keras-ict zoo: `{name}`
 
 {meta['description']}
@@ -265,7 +277,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
 {how}* **Recipe:** preset `{meta['preset']}`, {meta['steps']} steps at batch {meta['batch_size']} ({meta['images_seen']:,} images
   seen), trained with `{meta['command']}` on {meta['backend']} ({cpu}{machine['cpus']} CPU cores, {machine['platform']}),
   {meta['wall_time_s'] / 3600:.2f} h wall time.
-* **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA (decay {meta['ema_decay']}{ema_note}).
+* **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA ({ema_note}).
 * **Sampling:** one step from sigma {meta['sigmas_1step'][0]:g}; two steps with intermediate sigma {meta['sigmas_2step'][1]:g}.
 
 ## FID (Inception-v3 2015-12-05, computed here)
@@ -304,6 +316,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("--run", required=True, help="the run directory (its final/ is published)")
+    parser.add_argument("--model", help="publish this model folder of the run instead of its final/ (a post-hoc EMA "
+                        "written by benchmarks/posthoc_ema.py --save-to)")
     parser.add_argument("--ref", required=True, help="FID reference statistics .npz")
     parser.add_argument("--num", type=int, default=10_000, help="images per FID")
     parser.add_argument("--fid-json", help="results of `keras-ict fid --out` to reuse")
@@ -321,7 +335,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.init_fid_json and not args.init_run:
         parser.error("--init-fid-json needs --init-run")
-    for flag, path in (("--init-run", args.init_run and Path(args.init_run) / "final" / "metadata.json"),
+    for flag, path in (("--model", args.model and Path(args.model) / "metadata.json"),
+                       ("--init-run", args.init_run and Path(args.init_run) / "final" / "metadata.json"),
                        ("--init-fid-json", args.init_fid_json), ("--extrapolation", args.extrapolation)):
         if path and not Path(path).is_file():
             parser.error(f"{flag}: {path} not found")
@@ -334,7 +349,7 @@ def main(argv=None):
     from keras_ict.files import publish_dir, read_json, sha256_file, write_json
     from keras_ict.zoo import from_preset
 
-    final = Path(args.run) / "final"
+    final = Path(args.model) if args.model else Path(args.run) / "final"
     run_config = read_json(Path(args.run) / "config.json")
     model = from_preset(final)
     config = read_json(final / "config.json")
@@ -388,6 +403,7 @@ def main(argv=None):
             "batch_size": run_config["batch_size"],
             "images_seen": train_meta["images_seen"],
             "ema_decay": run_config["ema_decay"],
+            "posthoc_ema": config.get("training", {}).get("posthoc_ema"),
             "ema_warmup": bool(run_config.get("ema_warmup", False)),
             "wall_time_s": train_meta["wall_time_s"],
             "backend": train_meta["backend"],
