@@ -370,3 +370,12 @@ def test_two_step_sigma_scores_each_sigma_once_and_refuses_sigmas_outside_the_ra
     with pytest.raises(SystemExit):
         search.main(common + ["--sigmas", "0.821,80"])
     assert len(scored) == 3
+
+
+@pytest.mark.backend_independent
+def test_zoo_table_names_the_first_stage_of_a_tuned_entry():
+    table = load_script("scripts/zoo/table.py")
+    assert table.first_stage({"method": "edm", "preset": "mnist-edm"}) == "diffusion"
+    assert table.first_stage({"method": "ict", "preset": "mnist"}) == "unconditional (mnist)"
+    text = table.table()  # the committed entries: mnist-cond is tuned from the unconditional mnist run
+    assert "+ 30,000 unconditional (mnist)" in text and "+ 1,500 diffusion" in text

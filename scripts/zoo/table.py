@@ -12,6 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
 
 
+def first_stage(pretraining):
+    """What a tuned entry's first stage was: diffusion pre-training (ECT) or an unconditional iCT run."""
+    return "diffusion" if pretraining.get("method") == "edm" else f"unconditional ({pretraining.get('preset', 'ict')})"
+
+
 def table():
     lines = ["| name | dataset | params | steps (batch) | FID 1-step | FID 2-step | files |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
@@ -20,7 +25,7 @@ def table():
         fids = {r["steps"]: r for r in meta["fid"]}
         fid = lambda s: f"{fids[s]['fid']:.2f} ({fids[s]['metric']})" if s in fids else "-"  # noqa: E731
         pre = meta.get("pretraining")
-        steps = f"{meta['steps']:,} ({meta['batch_size']})" + (f" + {pre['steps']:,} diffusion" if pre else "")
+        steps = f"{meta['steps']:,} ({meta['batch_size']})" + (f" + {pre['steps']:,} {first_stage(pre)}" if pre else "")
         size = sum((meta_path.parent / f).stat().st_size for f in meta["files"]) / 2**20
         lines.append(
             f"| [`{meta['name']}`](zoo/{meta['name']}/README.md) | {meta['dataset'].split(' (')[0]} | {meta['params']:,} | "
