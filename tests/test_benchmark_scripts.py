@@ -379,3 +379,36 @@ def test_zoo_table_names_the_first_stage_of_a_tuned_entry():
     assert table.first_stage({"method": "ict", "preset": "mnist"}) == "unconditional (mnist)"
     text = table.table()  # the committed entries: mnist-cond is tuned from the unconditional mnist run
     assert "+ 30,000 unconditional (mnist)" in text and "+ 1,500 diffusion" in text
+
+
+@pytest.mark.backend_independent
+def test_publish_takes_the_two_step_sigma_of_a_search_made_for_its_weights(tmp_path):
+    from keras_ict.files import read_json, sha256_file
+    from keras_ict.zoo import verify_files
+
+    publish = load_script("scripts/zoo/publish.py")
+    model = REPO / "zoo" / "mnist"
+    search = {"model": {"recorded_two_step_sigma": 0.821}, "metric": "fid2k_2step",
+              "key": {"weights_sha256": sha256_file(model / "model.weights.h5")},
+              "rows": [{"sigma": 0.4, "fid": 17.3}, {"sigma": 0.821, "fid": 24.0}, {"sigma": 1.5, "fid": 30.0}]}
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(search))
+    chosen = publish.chosen_two_step_sigma(path, model)
+    assert (chosen["sigma"], chosen["fid"], chosen["recorded_fid"]) == (0.4, 17.3, 24.0)
+    assert chosen["sigmas_scored"] == [0.4, 0.821, 1.5]
+    text = publish.sigma_choice({"two_step_sigma_search": chosen})
+    assert "among 0.4, 0.821, 1.5: fid2k_2step 17.30 against 24.00 at the recipe's 0.821" in text
+    assert publish.sigma_choice({}) == ""
+    other = dict(search, key={"weights_sha256": "0" * 64})
+    path.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="other weights"):
+        publish.chosen_two_step_sigma(path, model)
+
+    copy = publish.with_two_step_sigma(model, 0.4, tmp_path / "copy")
+    config = read_json(copy / "config.json")
+    assert config["sampling"]["sigmas_2step"] == [80.0, 0.4] and config["training"]["two_step_sigma"] == 0.4
+    verify_files(copy)  # every digest holds, config.json's updated
+    assert read_json(model / "config.json")["sampling"]["sigmas_2step"] == [80.0, 0.821]  # the source is untouched
+    with pytest.raises(ValueError, match="between"):
+        publish.with_two_step_sigma(model, 80.0, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

@@ -220,6 +220,51 @@ def made_by(meta):
             f"{total:.2f} h of training in all.\n")
 
 
+def chosen_two_step_sigma(search_json, model_folder):
+    """The best row of a `benchmarks/two_step_sigma.py` JSON made for this model's weights (ValueError otherwise)."""
+    from keras_ict.files import sha256_file
+
+    report = json.loads(Path(search_json).read_text())
+    if report.get("key", {}).get("weights_sha256") != sha256_file(Path(model_folder) / "model.weights.h5"):
+        raise ValueError(f"{search_json} was made for other weights than {model_folder}'s")
+    if not report.get("rows"):
+        raise ValueError(f"{search_json} holds no scored sigma")
+    best = min(report["rows"], key=lambda r: r["fid"])
+    recorded = next((r for r in report["rows"] if r["sigma"] == report["model"]["recorded_two_step_sigma"]), None)
+    return {"sigma": best["sigma"], "metric": report["metric"], "fid": best["fid"],
+            "recorded_sigma": report["model"]["recorded_two_step_sigma"], "recorded_fid": recorded and recorded["fid"],
+            "sigmas_scored": [r["sigma"] for r in report["rows"]], "file": portable_paths(str(Path(search_json).resolve()))}
+
+
+def with_two_step_sigma(folder, sigma, into):
+    """A copy of model folder `folder` at `into` whose two-step sampler uses the intermediate `sigma` (config.json's
+    sampling and training fields; metadata.json's digest of config.json updated)."""
+    from keras_ict.files import read_json, sha256_file, write_json
+
+    config = read_json(Path(folder) / "config.json")
+    sigma_max = config["sampling"]["sigmas_2step"][0]
+    if not config["consistency_model"]["sigma_min"] < sigma < sigma_max:
+        raise ValueError(f"two-step sigma {sigma} is not between sigma_min and sigma_max {sigma_max}")
+    shutil.copytree(folder, into)
+    config["sampling"]["sigmas_2step"] = [sigma_max, sigma]
+    config.setdefault("training", {})["two_step_sigma"] = sigma
+    write_json(into / "config.json", config)
+    meta = read_json(into / "metadata.json")
+    meta.setdefault("files", {})["config.json"] = sha256_file(into / "config.json")
+    write_json(into / "metadata.json", meta)
+    return into
+
+
+def sigma_choice(meta):
+    search = meta.get("two_step_sigma_search")
+    if not search:
+        return ""
+    recorded = (f" against {search['recorded_fid']:.2f} at the recipe's {search['recorded_sigma']:g}"
+                if search.get("recorded_fid") is not None else "")
+    return (f" (chosen by `benchmarks/two_step_sigma.py` among {', '.join(f'{s:g}' for s in search['sigmas_scored'])}: "
+            f"{search['metric']} {search['fid']:.2f}{recorded}; `{search['file']}`)")
+
+
 def ema_text(meta):
     """Which EMA the published weights are, for the card."""
     text = f"decay {meta['ema_decay']}"
@@ -268,7 +313,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
     curve = ("\n![learning curve](curve.png)\n\n`curve.png`: the metrics logged during training (fid.csv, judge.csv "
              "of the run) against images seen.\n") if meta.get("curve") else ""
     how = made_by(meta)
-    ema_note = ema_text(meta)
+    ema_note, chosen, two_step = ema_text(meta), sigma_choice(meta), meta['sigmas_2step'][1]
     return f"""# keras-ict zoo: `{name}`
 
 {meta['description']}
@@ -278,7 +323,7 @@ Real MNIST test digits score 0.95 recognisable, 0.98 requested digit and distanc
   seen), trained with `{meta['command']}` on {meta['backend']} ({cpu}{machine['cpus']} CPU cores, {machine['platform']}),
   {meta['wall_time_s'] / 3600:.2f} h wall time.
 * **Network:** `{meta['network']}`, {meta['params']:,} parameters; weights are the EMA ({ema_note}).
-* **Sampling:** one step from sigma {meta['sigmas_1step'][0]:g}; two steps with intermediate sigma {meta['sigmas_2step'][1]:g}.
+* **Sampling:** one step from sigma {meta['sigmas_1step'][0]:g}; two steps with intermediate sigma {two_step:g}{chosen}.
 
 ## FID (Inception-v3 2015-12-05, computed here)
 
@@ -326,6 +371,8 @@ def main(argv=None):
     parser.add_argument("--limits", default="A small CPU-trained model: far from the paper's scale and quality.")
     parser.add_argument("--zoo", default=str(REPO / "zoo"))
     parser.add_argument("--judge-num", type=int, default=10_000, help="digit-judge samples (32x32x1 models; 0: off)")
+    parser.add_argument("--two-step-sigma-json", help="`benchmarks/two_step_sigma.py` results for this model: publish "
+                        "with the intermediate sigma of its best row instead of the model's recorded one")
     parser.add_argument("--init-run", help="the run this model was tuned from (its --init: the diffusion run of "
                         "mnist-ect, the unconditional run of a class-conditional tuning)")
     parser.add_argument("--init-fid-json", help="`keras-ict fid --out` results of that run's model (Heun steps for a "
@@ -336,6 +383,7 @@ def main(argv=None):
     if args.init_fid_json and not args.init_run:
         parser.error("--init-fid-json needs --init-run")
     for flag, path in (("--model", args.model and Path(args.model) / "metadata.json"),
+                       ("--two-step-sigma-json", args.two_step_sigma_json),
                        ("--init-run", args.init_run and Path(args.init_run) / "final" / "metadata.json"),
                        ("--init-fid-json", args.init_fid_json), ("--extrapolation", args.extrapolation)):
         if path and not Path(path).is_file():
@@ -350,6 +398,16 @@ def main(argv=None):
     from keras_ict.zoo import from_preset
 
     final = Path(args.model) if args.model else Path(args.run) / "final"
+    search = None
+    if args.two_step_sigma_json:
+        try:
+            search = chosen_two_step_sigma(args.two_step_sigma_json, final)
+        except ValueError as e:
+            parser.error(f"--two-step-sigma-json: {e}")
+        if args.fid_json:
+            parser.error("--fid-json holds FIDs of the recorded two-step sigma; drop it with --two-step-sigma-json")
+        scratch = Path(tempfile.mkdtemp(prefix=".two-step-sigma."))
+        final = with_two_step_sigma(final, search["sigma"], scratch / "model")
     run_config = read_json(Path(args.run) / "config.json")
     model = from_preset(final)
     config = read_json(final / "config.json")
@@ -413,6 +471,7 @@ def main(argv=None):
             "command": args.command,
             "sigmas_1step": sampling["sigmas_1step"],
             "sigmas_2step": sampling["sigmas_2step"],
+            "two_step_sigma_search": search,
             "sample_seeds": seeds,
             "fid": results,
             "judge": judged,
@@ -434,6 +493,8 @@ def main(argv=None):
         publish_dir(tmp, zoo / args.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if search:
+            shutil.rmtree(scratch, ignore_errors=True)
     from_preset(zoo / args.name)  # the published entry loads and verifies
     print(f"published {zoo / args.name}")
     return 0
