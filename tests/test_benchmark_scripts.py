@@ -297,8 +297,9 @@ def test_budget_extrapolation_recovers_a_power_law_and_says_when_it_cannot(tmp_p
 @pytest.mark.backend_independent
 def test_long_run_scripts_refuse_an_unknown_entry_and_an_unfinished_run(tmp_path):
     env = dict(os.environ, KERAS_ICT_CACHE=str(tmp_path))
-    for script in ("scripts/zoo/train_long.sh", "scripts/zoo/publish_long.sh"):
-        proc = subprocess.run(["bash", script, "mnist-large", "1m"], capture_output=True, text=True, cwd=REPO, env=env)
+    for script in ("scripts/zoo/train_long.sh", "scripts/zoo/publish_long.sh", "scripts/zoo/extend_long.sh"):
+        proc = subprocess.run(["bash", script, "mnist-large", "1m", "1m"], capture_output=True, text=True, cwd=REPO,
+                              env=env)
         assert proc.returncode == 2 and "unknown entry 'mnist-large'" in proc.stderr, (script, proc.stderr)
     run = tmp_path / "runs" / "zoo" / "mnist-long"
     run.mkdir(parents=True)
@@ -307,6 +308,10 @@ def test_long_run_scripts_refuse_an_unknown_entry_and_an_unfinished_run(tmp_path
                           env=env)
     assert proc.returncode == 1 and "has not finished training" in proc.stderr, proc.stderr
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # nothing written before the refusal
+    proc = subprocess.run(["bash", "scripts/zoo/extend_long.sh", "mnist", "100", "1m"], capture_output=True, text=True,
+                          cwd=REPO, env=env)
+    assert proc.returncode == 1 and "has not finished" in proc.stderr, proc.stderr
+    assert not (run.parent / "mnist-long-ext").exists()
     assert load_script("scripts/zoo/targets.py").extrapolation_flags("cifar10-small") == (
         "--target fid2k_1step=60 --target fid2k_2step=45")
 

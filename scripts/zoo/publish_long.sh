@@ -9,6 +9,10 @@
 #
 # FROM_IMAGES: the extrapolation fits the curve's points from there on (default for mnist 240000, the curriculum's
 # second stage, where its 1-step curve starts to fall; 0 for the others).
+# RUN_NAME: the run folder under runs/zoo (default ENTRY-long). MODEL: publish this model folder instead of the run's
+# final/ (a post-hoc EMA: benchmarks/posthoc_ema.py --save-to). TWO_STEP_SIGMA_JSON: a benchmarks/two_step_sigma.py
+# search of that model, whose best intermediate sigma the entry then samples with. With either, FID-10k is computed
+# by publish.py for the model published, not taken from the run's fid10k.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 usage="usage: $0 ENTRY (mnist, mnist-cond or cifar10-small)"
@@ -30,8 +34,9 @@ esac
 source .venv/bin/activate
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
 RUNS="${KERAS_ICT_CACHE:-$HOME/.cache/keras_ict}/runs/zoo"
-RUN="$RUNS/$ENTRY-long"
-for name in "$ENTRY-long" ${INIT_RUN:+"$INIT_RUN"}; do
+RUN_NAME="${RUN_NAME:-$ENTRY-long}"
+RUN="$RUNS/$RUN_NAME"
+for name in "$RUN_NAME" ${INIT_RUN:+"$INIT_RUN"}; do
     if [ ! -e "$RUNS/$name/config.json" ] && [ -f "carried/$name.tar" ]; then
         keras-ict unpack "carried/$name.tar" --out "$RUNS/$name"
     fi
@@ -44,9 +49,14 @@ EXTRAPOLATION="benchmarks/results/budget_${ENTRY}_long.json"
 # shellcheck disable=SC2046  # the flags are words
 python benchmarks/budget_extrapolation.py --run "$RUN" $(python scripts/zoo/targets.py "$ENTRY") \
     --from-images "${FROM_IMAGES:-$FROM_DEFAULT}" --json "$EXTRAPOLATION"
-[ -f "$RUN/fid10k.json" ] || keras-ict fid --model "$RUN/final" --ref "$REF" --num 10000 --steps 1,2 --out "$RUN/fid10k.json"
-STEPS_DONE=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['steps'])" "$RUN/final/metadata.json")
-python scripts/zoo/publish.py "$ENTRY" --run "$RUN" --ref "$REF" --fid-json "$RUN/fid10k.json" \
+FID_ARGS=()
+if [ -z "${MODEL:-}" ] && [ -z "${TWO_STEP_SIGMA_JSON:-}" ]; then
+    [ -f "$RUN/fid10k.json" ] || keras-ict fid --model "$RUN/final" --ref "$REF" --num 10000 --steps 1,2 --out "$RUN/fid10k.json"
+    FID_ARGS=(--fid-json "$RUN/fid10k.json")
+fi
+STEPS_DONE=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['steps'])" "${MODEL:-$RUN/final}/metadata.json")
+python scripts/zoo/publish.py "$ENTRY" --run "$RUN" --ref "$REF" "${FID_ARGS[@]}" \
+    ${MODEL:+--model "$MODEL"} ${TWO_STEP_SIGMA_JSON:+--two-step-sigma-json "$TWO_STEP_SIGMA_JSON"} \
     --extrapolation "$EXTRAPOLATION" --dataset "$DATASET" ${INIT_RUN:+--init-run "$RUNS/$INIT_RUN"} \
     --command "$TRAINED_BY BUDGET (once per session until it finishes), then scripts/zoo/publish_long.sh $ENTRY" \
     --limits "A small network trained on a 2-core CPU for $STEPS_DONE steps at batch 32, a session at a time (the run moved between machines as carried/$ENTRY-long.tar, so the wall time adds up sessions on different CPUs), $HOW. Where the target table above says not reached, the extrapolated compute says roughly what reaching it would take with this recipe."
