@@ -45,6 +45,9 @@ def save_snapshot(trainer, run_dir, step):
     for index, (ema, student) in enumerate(trainer._ema_pairs):
         arrays[f"student_{index:05d}"] = keras.ops.convert_to_numpy(student.value).astype(np.float32)
         arrays[f"ema_{index:05d}"] = keras.ops.convert_to_numpy(ema.value).astype(np.float32)
+    # Weights that are not trained but define the function (the Fourier embedding's random frequencies).
+    for index, variable in enumerate(trainer.student.non_trainable_weights):
+        arrays[f"fixed_{index:05d}"] = keras.ops.convert_to_numpy(variable.value)
     path = snapshot_path(run_dir, step)
     atomic_write_bytes_npz(path, **arrays)
     return path
@@ -53,7 +56,7 @@ def save_snapshot(trainer, run_dir, step):
 def _load(run_dir, step, prefix):
     with np.load(snapshot_path(run_dir, step)) as data:
         keys = sorted(k for k in data.files if k.startswith(prefix + "_"))
-        return [data[k].astype(np.float64) for k in keys]
+        return [data[k].astype(np.float64) if prefix != "fixed" else data[k] for k in keys]
 
 
 def ema_coefficients(steps, decay):
@@ -109,5 +112,14 @@ def posthoc_model(run_dir, decay, upto_step=None):
         raise ValueError(f"{run_dir}: the snapshots do not fit the network of its config.json")
     for variable, value in zip(model.trainable_weights, weights):
         variable.assign(value)
+    fixed = _load(run_dir, snapshot_steps(run_dir)[0], "fixed")
+    if not fixed and model.non_trainable_weights:  # snapshots written before they held these: the run's final/
+        from keras_ict.zoo import from_preset
+
+        fixed = [np.asarray(v) for v in from_preset(Path(run_dir) / "final").non_trainable_weights]
+    if len(fixed) != len(model.non_trainable_weights):
+        raise ValueError(f"{run_dir}: the snapshots' fixed weights do not fit the network of its config.json")
+    for variable, value in zip(model.non_trainable_weights, fixed):
+        variable.assign(value.astype(variable.dtype))
     model.sampling = config.get("sampling", {})
     return model

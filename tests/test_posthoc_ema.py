@@ -42,6 +42,11 @@ def test_a_snapshot_every_step_rebuilds_the_runs_ema_and_other_decays_load(tmp_p
     for variable, value in zip(model.trainable_weights, expected):
         np.testing.assert_array_equal(np.asarray(variable), value)
     assert model.sampling["sigmas_2step"] == [80.0, 0.821]
+    # The run's own decay gives the run's EMA model: the same images (the Fourier frequencies, which are not
+    # trained, come with the snapshots).
+    own, final = posthoc_ema.posthoc_model(run, 0.6), keras_ict.from_preset(result.final)
+    np.testing.assert_allclose(keras_ict.generate(own, seeds=[0, 1], sigmas=(80.0, 0.821)),
+                               keras_ict.generate(final, seeds=[0, 1], sigmas=(80.0, 0.821)), atol=1e-4)
     assert keras_ict.generate(model, seeds=[0, 1], sigmas=(80.0,)).shape == (2, 32, 32, 1)
 
     # benchmarks/posthoc_ema.py over the same run, with a stand-in for FID (its search logic is what is tested).
