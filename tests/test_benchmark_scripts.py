@@ -417,3 +417,24 @@ def test_publish_takes_the_two_step_sigma_of_a_search_made_for_its_weights(tmp_p
     with pytest.raises(ValueError, match="between"):
         publish.with_two_step_sigma(model, 80.0, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.backend_independent
+def test_publish_reuses_earlier_fids_only_at_the_published_sigmas():
+    publish = load_script("scripts/zoo/publish.py")
+    earlier = [{"metric": "fid10k_1step", "fid": 41.3, "sigmas": [80.0], "num": 10000},
+               {"metric": "fid10k_2step", "fid": 21.7, "sigmas": [80.0, 0.821], "num": 10000}]
+    computed = []
+
+    def compute(steps):
+        computed.append(steps)
+        return {"metric": f"fid10k_{steps}step", "fid": 15.0, "sigmas": [80.0, 0.2][:steps], "num": 10000}
+
+    sampling = {"sigmas_1step": [80.0], "sigmas_2step": [80.0, 0.2]}
+    results = publish.fid_results(earlier, sampling, 10000, compute)
+    assert computed == [2] and [r["fid"] for r in results] == [41.3, 15.0]
+    computed.clear()
+    assert publish.fid_results(earlier, dict(sampling, sigmas_2step=[80.0, 0.821]), 10000, compute) == earlier
+    assert computed == []
+    publish.fid_results(earlier, sampling, 2000, compute)  # another count: both computed
+    assert computed == [1, 2]

@@ -220,6 +220,18 @@ def made_by(meta):
             f"{total:.2f} h of training in all.\n")
 
 
+def fid_results(earlier, sampling, num, compute):
+    """1- and 2-step FID results: an earlier one where it was made at the sigmas the model is published with and
+    `num` images (a new two-step sigma is scored anew), else `compute(steps)`."""
+    results = []
+    for steps in (1, 2):
+        sigmas = [float(v) for v in sampling[f"sigmas_{steps}step"]]
+        reused = next((r for r in earlier if r.get("sigmas") == sigmas and r.get("num") == num), None)
+        results.append(reused or compute(steps))
+        print(f"{results[-1]['metric']} {results[-1]['fid']:.3f}" + (" (from --fid-json)" if reused else ""), flush=True)
+    return results
+
+
 def chosen_two_step_sigma(search_json, model_folder):
     """The best row of a `benchmarks/two_step_sigma.py` JSON made for this model's weights (ValueError otherwise)."""
     from keras_ict.files import sha256_file
@@ -365,7 +377,8 @@ def main(argv=None):
                         "written by benchmarks/posthoc_ema.py --save-to)")
     parser.add_argument("--ref", required=True, help="FID reference statistics .npz")
     parser.add_argument("--num", type=int, default=10_000, help="images per FID")
-    parser.add_argument("--fid-json", help="results of `keras-ict fid --out` to reuse")
+    parser.add_argument("--fid-json", help="results of `keras-ict fid --out` of this model's weights to reuse (those "
+                        "at the sigmas it is published with; others are computed)")
     parser.add_argument("--dataset", required=True, help="what the data is, for the card")
     parser.add_argument("--command", required=True, help="the committed command that trained it")
     parser.add_argument("--limits", default="A small CPU-trained model: far from the paper's scale and quality.")
@@ -404,8 +417,6 @@ def main(argv=None):
             search = chosen_two_step_sigma(args.two_step_sigma_json, final)
         except ValueError as e:
             parser.error(f"--two-step-sigma-json: {e}")
-        if args.fid_json:
-            parser.error("--fid-json holds FIDs of the recorded two-step sigma; drop it with --two-step-sigma-json")
         scratch = Path(tempfile.mkdtemp(prefix=".two-step-sigma."))
         final = with_two_step_sigma(final, search["sigma"], scratch / "model")
     run_config = read_json(Path(args.run) / "config.json")
@@ -414,12 +425,8 @@ def main(argv=None):
     train_meta = read_json(final / "metadata.json")
     sampling = config["sampling"]
     extrapolation = json.loads(Path(args.extrapolation).read_text()) if args.extrapolation else None
-    if args.fid_json:
-        results = json.loads(Path(args.fid_json).read_text())["results"]
-    else:
-        results = [compute_fid(model, args.ref, num=args.num, steps=s) for s in (1, 2)]
-        for r in results:
-            print(f"{r['metric']} {r['fid']:.3f}", flush=True)
+    earlier = json.loads(Path(args.fid_json).read_text())["results"] if args.fid_json else []
+    results = fid_results(earlier, sampling, args.num, lambda steps: compute_fid(model, args.ref, num=args.num, steps=steps))
 
     zoo = Path(args.zoo)
     zoo.mkdir(parents=True, exist_ok=True)
