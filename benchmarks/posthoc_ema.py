@@ -193,8 +193,8 @@ def main(argv=None):
             row[metric] = round(result["fid"], 4)
             row[f"{metric}_wall_s"] = round(time.monotonic() - start, 1)
             print(f"decay {decay:g}: {metric} {result['fid']:.2f}", flush=True)
-        report["rows"] = sorted([r for r in report["rows"] if r["decay"] != decay] + [row], key=lambda r: r["decay"])
-        write_json(json_path, report)  # after every decay: an interrupted call keeps what it scored
+            report["rows"] = sorted([r for r in report["rows"] if r["decay"] != decay] + [row], key=lambda r: r["decay"])
+            write_json(json_path, report)  # after every FID: an interrupted call keeps what it scored
     write_json(json_path, report)
     plot(report, Path(args.png or json_path.with_suffix(".png")))
     print(table(report))

@@ -438,3 +438,43 @@ def test_publish_reuses_earlier_fids_only_at_the_published_sigmas():
     assert computed == []
     publish.fid_results(earlier, sampling, 2000, compute)  # another count: both computed
     assert computed == [1, 2]
+
+
+@pytest.mark.backend_independent
+def test_publish_reuses_the_published_entrys_results_only_for_the_same_weights(tmp_path, monkeypatch):
+    publish = load_script("scripts/zoo/publish.py")
+    entry = tmp_path / "zoo" / "mnist"
+    entry.mkdir(parents=True)
+    (entry / "model.weights.h5").write_bytes(b"weights A")
+    fids = [{"metric": "fid10k_1step", "fid": 41.3, "sigmas": [80.0], "num": 10000,
+             "reference": {"ref_sha256": "ref-a"}},
+            {"metric": "fid10k_1step", "fid": 99.0, "sigmas": [80.0], "num": 10000,
+             "reference": {"ref_sha256": "ref-b"}}]
+    judged = [{"steps": 1, "num": 10000, "judge_recognisable": 0.9},
+              {"steps": 2, "num": 10000, "judge_recognisable": 0.8}]
+    (entry / "metadata.json").write_text(json.dumps(
+        {"fid": fids, "judge": judged, "sigmas_1step": [80.0], "sigmas_2step": [80.0, 0.821]}))
+    same, other = tmp_path / "same.h5", tmp_path / "other.h5"
+    same.write_bytes(b"weights A")
+    other.write_bytes(b"weights B")
+
+    found = publish.published_results(entry, same, "ref-a")
+    assert [r["fid"] for r in found["fid"]] == [41.3]  # only against the same reference statistics
+    assert [r["sigmas"] for r in found["judge"]] == [[80.0], [80.0, 0.821]]
+    assert publish.published_results(entry, other, "ref-a") == {"fid": [], "judge": []}
+    assert publish.published_results(tmp_path / "zoo" / "none", same, "ref-a") == {"fid": [], "judge": []}
+
+    class Model:
+        image_shape = (32, 32, 1)
+
+    import keras_ict.digit_judge
+
+    judged_at = []
+    monkeypatch.setattr(keras_ict.digit_judge, "judge_model",
+                        lambda model, num, sigmas: judged_at.append(sigmas) or {"judge_recognisable": 0.5})
+    rows = publish.judge_rows(Model(), {"sigmas_1step": [80.0], "sigmas_2step": [80.0, 0.821]}, 10000, found["judge"])
+    assert [r["judge_recognisable"] for r in rows] == [0.9, 0.8] and judged_at == []
+    # Another two-step sigma: the 1-step row is reused, the 2-step sampler judged anew.
+    rows = publish.judge_rows(Model(), {"sigmas_1step": [80.0], "sigmas_2step": [80.0, 0.2]}, 10000, found["judge"])
+    assert [r["judge_recognisable"] for r in rows] == [0.9, 0.5] and judged_at == [[80.0, 0.2]]
+    assert rows[1]["sigmas"] == [80.0, 0.2]

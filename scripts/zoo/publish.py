@@ -7,7 +7,9 @@
 Writes zoo/NAME/ through a temporary folder renamed at the end: config.json, model.weights.h5 (EMA),
 saved_model/, model.onnx, generate_2step.onnx, denoise.onnx, export.json, samples.png (1-step grid on top,
 2-step below), metadata.json (sha256 of every file) and README.md (the card). `--fid-json` reuses results of an
-earlier `keras-ict fid --out` instead of recomputing them. A model tuned from a diffusion run (`mnist-ect --init
+earlier `keras-ict fid --out` instead of recomputing them; so do the FID and digit-judge results of the entry
+already published under NAME when it holds the same weights (a republish with another two-step sigma scores only
+the two-step sampler). A model tuned from a diffusion run (`mnist-ect --init
 RUN`) names that run with `--init-run` (and its Heun FID with `--init-fid-json`): the card then says how the model
 was made and what both stages cost.
 """
@@ -49,18 +51,41 @@ def stacked_samples(model, seeds, sigmas_1, sigmas_2, labels, ncols):
     return np.concatenate([one, gap, two], axis=0)
 
 
-def judge_rows(model, sampling, num):
-    """Digit-judge scores (keras_ict.digit_judge) of `num` samples 1- and 2-step, for 32x32x1 models; else []."""
+def judge_rows(model, sampling, num, earlier=()):
+    """Digit-judge scores (keras_ict.digit_judge) of `num` samples 1- and 2-step, for 32x32x1 models; else [].
+    A row of `earlier` made at the same sigmas and count is reused."""
     from keras_ict.digit_judge import IMAGE_SHAPE, judge_model
 
     if tuple(int(v) for v in model.image_shape) != IMAGE_SHAPE:
         return []
     rows = []
     for steps, sigmas in ((1, sampling["sigmas_1step"]), (2, sampling["sigmas_2step"])):
-        rows.append(dict(steps=steps, num=num, seeds=f"0-{num - 1}", **judge_model(model, num=num, sigmas=sigmas)))
-        print(f"judge {steps}-step: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k.startswith("judge")),
-              flush=True)
+        sigmas = [float(v) for v in sigmas]
+        reused = next((r for r in earlier if r.get("sigmas") == sigmas and r.get("num") == num), None)
+        rows.append(reused or dict(steps=steps, num=num, seeds=f"0-{num - 1}", sigmas=sigmas,
+                                   **judge_model(model, num=num, sigmas=sigmas)))
+        print(f"judge {steps}-step: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k.startswith("judge"))
+              + (" (reused)" if reused else ""), flush=True)
     return rows
+
+
+def published_results(entry_folder, weights, ref_sha256):
+    """FID and digit-judge results of the entry published at `entry_folder` when it holds exactly the weights file
+    `weights` ({"fid": [], "judge": []} otherwise): FIDs against the same reference statistics, judge rows with the
+    sigmas they were sampled at (older entries record them once, as the entry's sampling sigmas)."""
+    from keras_ict.files import sha256_file
+
+    entry = Path(entry_folder)
+    meta_path = entry / "metadata.json"
+    if not meta_path.is_file() or not (entry / "model.weights.h5").is_file():
+        return {"fid": [], "judge": []}
+    if sha256_file(entry / "model.weights.h5") != sha256_file(weights):
+        return {"fid": [], "judge": []}
+    meta = json.loads(meta_path.read_text())
+    fids = [r for r in meta.get("fid") or [] if r.get("reference", {}).get("ref_sha256") == ref_sha256]
+    judged = [dict(r, sigmas=[float(v) for v in r.get("sigmas") or meta[f"sigmas_{r['steps']}step"]])
+              for r in meta.get("judge") or []]
+    return {"fid": fids, "judge": judged}
 
 
 def portable_config(config):
@@ -228,7 +253,7 @@ def fid_results(earlier, sampling, num, compute):
         sigmas = [float(v) for v in sampling[f"sigmas_{steps}step"]]
         reused = next((r for r in earlier if r.get("sigmas") == sigmas and r.get("num") == num), None)
         results.append(reused or compute(steps))
-        print(f"{results[-1]['metric']} {results[-1]['fid']:.3f}" + (" (from --fid-json)" if reused else ""), flush=True)
+        print(f"{results[-1]['metric']} {results[-1]['fid']:.3f}" + (" (reused)" if reused else ""), flush=True)
     return results
 
 
@@ -425,8 +450,10 @@ def main(argv=None):
     train_meta = read_json(final / "metadata.json")
     sampling = config["sampling"]
     extrapolation = json.loads(Path(args.extrapolation).read_text()) if args.extrapolation else None
+    published = published_results(Path(args.zoo) / args.name, final / "model.weights.h5", sha256_file(args.ref))
     earlier = json.loads(Path(args.fid_json).read_text())["results"] if args.fid_json else []
-    results = fid_results(earlier, sampling, args.num, lambda steps: compute_fid(model, args.ref, num=args.num, steps=steps))
+    results = fid_results(earlier + published["fid"], sampling, args.num,
+                          lambda steps: compute_fid(model, args.ref, num=args.num, steps=steps))
 
     zoo = Path(args.zoo)
     zoo.mkdir(parents=True, exist_ok=True)
@@ -450,7 +477,7 @@ def main(argv=None):
         Image.fromarray(np.squeeze(
             stacked_samples(model, seeds, sampling["sigmas_1step"], sampling["sigmas_2step"], labels, ncols)
         )).save(tmp / "samples.png")
-        judged = judge_rows(model, sampling, args.judge_num) if args.judge_num else []
+        judged = judge_rows(model, sampling, args.judge_num, published["judge"]) if args.judge_num else []
         curve = learning_curve(args.run, run_config["batch_size"], tmp / "curve.png")
         data_path = Path(str(run_config["data"]))
         meta = {

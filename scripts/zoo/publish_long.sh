@@ -11,8 +11,8 @@
 # second stage, where its 1-step curve starts to fall; 0 for the others).
 # RUN_NAME: the run folder under runs/zoo (default ENTRY-long). MODEL: publish this model folder instead of the run's
 # final/ (a post-hoc EMA: benchmarks/posthoc_ema.py --save-to). TWO_STEP_SIGMA_JSON: a benchmarks/two_step_sigma.py
-# search of that model, whose best intermediate sigma the entry then samples with. publish.py computes the FIDs the
-# run's fid10k.json does not hold for the model and sigmas published (all of them for a MODEL).
+# search of that model, whose best intermediate sigma the entry then samples with. publish.py computes the FIDs that
+# neither the run's fid10k.json nor the entry published with the same weights holds at the sigmas published.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 usage="usage: $0 ENTRY (mnist, mnist-cond or cifar10-small)"
@@ -50,8 +50,9 @@ EXTRAPOLATION="benchmarks/results/budget_${ENTRY}_long.json"
 python benchmarks/budget_extrapolation.py --run "$RUN" $(python scripts/zoo/targets.py "$ENTRY") \
     --from-images "${FROM_IMAGES:-$FROM_DEFAULT}" --json "$EXTRAPOLATION"
 FID_ARGS=()
-if [ -z "${MODEL:-}" ]; then  # FID-10k of the run's final/; publish.py reuses those at the sigmas it publishes with
-    [ -f "$RUN/fid10k.json" ] || keras-ict fid --model "$RUN/final" --ref "$REF" --num 10000 --steps 1,2 --out "$RUN/fid10k.json"
+# FID-10k of the run's final/ made earlier (fid10k.json) and the published entry's own results for the same weights
+# are reused by publish.py at the sigmas it publishes with; it computes the rest.
+if [ -z "${MODEL:-}" ] && [ -f "$RUN/fid10k.json" ]; then
     FID_ARGS=(--fid-json "$RUN/fid10k.json")
 fi
 STEPS_DONE=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['steps'])" "${MODEL:-$RUN/final}/metadata.json")
