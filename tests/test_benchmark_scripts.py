@@ -316,6 +316,17 @@ def test_long_run_scripts_refuse_an_unknown_entry_and_an_unfinished_run(tmp_path
         "--target fid2k_1step=60 --target fid2k_2step=45")
 
 
+@pytest.mark.backend_independent
+def test_preset_two_step_sigma_refuses_bad_input_before_training(tmp_path):
+    env = dict(os.environ, KERAS_ICT_CACHE=str(tmp_path))
+    script = "benchmarks/preset_two_step_sigma.sh"
+    proc = subprocess.run(["bash", script, "mnist-large", "1m"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 2 and "unknown preset 'mnist-large'" in proc.stderr, proc.stderr
+    proc = subprocess.run(["bash", script, "mnist", "1m", "0.2,x"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 1 and "--sigmas must be comma-separated numbers" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder started
+
+
 def _load_two_step_sigma():
     return load_script("benchmarks/two_step_sigma.py")
 
