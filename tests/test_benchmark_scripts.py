@@ -373,14 +373,34 @@ def test_two_step_sigma_scores_each_sigma_once_and_refuses_sigmas_outside_the_ra
         scored.append(sigmas[-1])
         return {"fid": 10.0 + (sigmas[-1] - 1.2) ** 2, "backend": keras.backend.backend()}
 
+    import keras_ict.digit_judge
+
+    judged = []
+
+    def fake_judge(model, judge, *, num, sigmas):
+        judged.append(sigmas[-1])
+        return {"judge_recognisable": 0.9 - sigmas[-1] / 10, "judge_fd": 3.0, "judge_confidence": 0.9}
+
     monkeypatch.setattr(keras_ict.evaluation, "compute_fid", fake_fid)
+    monkeypatch.setattr(keras_ict.digit_judge, "judge_model", fake_judge)
     out = tmp_path / "search.json"
-    common = ["--model", "mnist", "--ref", "fid_refs/mnist-train-32px.npz", "--num", "100", "--json", str(out)]
-    search.main(common + ["--sigmas", "0.821,2"])
-    search.main(common + ["--sigmas", "0.821,1.2"])
-    assert scored == [0.821, 2.0, 1.2]
+    # The zoo's mnist weights with a known recorded sigma, whatever sigma the entry is published with.
+    model = load_script("scripts/zoo/publish.py").with_two_step_sigma(REPO / "zoo" / "mnist", 0.821, tmp_path / "m")
+    common = ["--model", str(model), "--ref", "fid_refs/mnist-train-32px.npz", "--num", "100", "--json", str(out)]
+    search.main(common + ["--sigmas", "0.821,2", "--no-judge"])
+    assert judged == [] and "judge_recognisable" not in json.loads(out.read_text())["rows"][0]
+    search.main(common + ["--sigmas", "0.821,1.2"])  # 0.821 keeps its FID and gets its judge scores
+    assert scored == [0.821, 2.0, 1.2] and judged == [0.821, 1.2]
     report = json.loads(out.read_text())
     assert [r["sigma"] for r in report["rows"]] == [0.821, 1.2, 2.0]
+    assert [r.get("judge_recognisable") for r in report["rows"]] == [0.8179, 0.78, None]
+    assert "judge_confidence" not in report["rows"][0]
+    assert "| 0.821 (recorded) | 10.14 | 0.818 | 3.000 |" in search.table(report)
+    # The same weights published with the searched sigma: nothing is scored again, the recorded sigma stays 0.821.
+    republished = load_script("scripts/zoo/publish.py").with_two_step_sigma(model, 1.2, tmp_path / "m2")
+    search.main(["--model", str(republished)] + common[2:] + ["--sigmas", "1.2"])
+    assert scored == [0.821, 2.0, 1.2] and judged == [0.821, 1.2]
+    assert json.loads(out.read_text())["model"]["recorded_two_step_sigma"] == 0.821
     assert report["best"]["sigma"] == 1.2 and report["metric"] == "fid100_2step"
     assert report["model"]["recorded_two_step_sigma"] == 0.821 and out.with_suffix(".png").is_file()
     with pytest.raises(SystemExit):
@@ -415,16 +435,25 @@ def test_publish_takes_the_two_step_sigma_of_a_search_made_for_its_weights(tmp_p
     text = publish.sigma_choice({"two_step_sigma_search": chosen})
     assert "among 0.4, 0.821, 1.5: fid2k_2step 17.30 against 24.00 at the recipe's 0.821" in text
     assert publish.sigma_choice({}) == ""
+    judged = dict(search, rows=[dict(search["rows"][0], judge_fd=19.7), dict(search["rows"][1], judge_fd=10.6),
+                                search["rows"][2]])
+    path.write_text(json.dumps(judged))
+    with pytest.raises(ValueError, match="digit judge's distance rises"):
+        publish.chosen_two_step_sigma(path, model)
+    judged["rows"][0]["judge_fd"] = 9.0  # both distances agree: published
+    path.write_text(json.dumps(judged))
+    assert publish.chosen_two_step_sigma(path, model)["sigma"] == 0.4
     other = dict(search, key={"weights_sha256": "0" * 64})
     path.write_text(json.dumps(other))
     with pytest.raises(ValueError, match="other weights"):
         publish.chosen_two_step_sigma(path, model)
 
+    source_config = read_json(model / "config.json")
     copy = publish.with_two_step_sigma(model, 0.4, tmp_path / "copy")
     config = read_json(copy / "config.json")
     assert config["sampling"]["sigmas_2step"] == [80.0, 0.4] and config["training"]["two_step_sigma"] == 0.4
     verify_files(copy)  # every digest holds, config.json's updated
-    assert read_json(model / "config.json")["sampling"]["sigmas_2step"] == [80.0, 0.821]  # the source is untouched
+    assert read_json(model / "config.json") == source_config  # the source is untouched
     with pytest.raises(ValueError, match="between"):
         publish.with_two_step_sigma(model, 80.0, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

@@ -268,6 +268,13 @@ def chosen_two_step_sigma(search_json, model_folder):
         raise ValueError(f"{search_json} holds no scored sigma")
     best = min(report["rows"], key=lambda r: r["fid"])
     recorded = next((r for r in report["rows"] if r["sigma"] == report["model"]["recorded_two_step_sigma"]), None)
+    # On MNIST the two Frechet distances can disagree (BUILD_NOTES.md, "Zoo", session 19): a sigma that lowers
+    # Inception FID but raises the digit judge's distance draws digits that look worse, so it is not published.
+    if recorded and best is not recorded and "judge_fd" in best and "judge_fd" in recorded \
+            and best["judge_fd"] > recorded["judge_fd"]:
+        raise ValueError(f"sigma {best['sigma']:g} has the lowest {report['metric']} ({best['fid']:.2f} against "
+                         f"{recorded['fid']:.2f} at the recorded {recorded['sigma']:g}) but the digit judge's distance "
+                         f"rises ({best['judge_fd']:.2f} against {recorded['judge_fd']:.2f}): its digits look worse")
     return {"sigma": best["sigma"], "metric": report["metric"], "fid": best["fid"],
             "recorded_sigma": report["model"]["recorded_two_step_sigma"], "recorded_fid": recorded and recorded["fid"],
             "sigmas_scored": [r["sigma"] for r in report["rows"]], "file": portable_paths(str(Path(search_json).resolve()))}
