@@ -41,6 +41,32 @@ def write_json(path, data):
     return path
 
 
+def parse_number_list(text, flag):
+    """The distinct numbers of a comma-separated command-line value, sorted (ValueError naming `flag` otherwise)."""
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag} lists no value")
+    return values
+
+
+def save_figure(fig, path, dpi=90):
+    """Saves a matplotlib figure through a temporary file and a rename (an interrupted benchmark leaves no
+    half-written PNG), creates the folder and closes the figure."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    tmp.replace(path)
+    plt.close(fig)
+
+
 def repo_relative(path):
     """`path` relative to the repository root when it lies inside it or beside it (`../shared/...`, where tests
     read the shared data), else under the home folder as `~/...`, else as given: so committed JSON carries no

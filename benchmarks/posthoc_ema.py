@@ -22,15 +22,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import repo_relative, versions, write_json  # noqa: E402
+from _common import parse_number_list, repo_relative, save_figure, versions, write_json  # noqa: E402
 
 
 def parse_decays(text):
-    try:
-        values = sorted({float(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise ValueError(f"--decays must be comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0 < v < 1 for v in values):
+    values = parse_number_list(text, "--decays")
+    if any(not 0 < v < 1 for v in values):
         raise ValueError(f"--decays must list values in (0, 1), got {text!r}")
     return values
 
@@ -62,12 +59,7 @@ def plot(report, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def posthoc_steps(run_dir, upto):

@@ -25,17 +25,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import repo_relative, versions, write_json  # noqa: E402
+from _common import parse_number_list, repo_relative, save_figure, versions, write_json  # noqa: E402
 
 
 def parse_sigmas(text):
-    try:
-        values = sorted({float(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise ValueError(f"--sigmas must be comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise ValueError("--sigmas lists no value")
-    return values
+    return parse_number_list(text, "--sigmas")
 
 
 def check_sigmas(sigmas, sigma_min, sigma_max):
@@ -111,12 +105,7 @@ def plot(report, path):
         axis.set(xscale="log", xlabel="intermediate sigma of the two-step sampler")
         axis.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
