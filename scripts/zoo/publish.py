@@ -51,6 +51,11 @@ def stacked_samples(model, seeds, sigmas_1, sigmas_2, labels, ncols):
     return np.concatenate([one, gap, two], axis=0)
 
 
+def made_at(rows, sigmas, num):
+    """The first of `rows` (FID or judge results) made with these sampling sigmas and image count, else None."""
+    return next((r for r in rows if r.get("sigmas") == sigmas and r.get("num") == num), None)
+
+
 def judge_rows(model, sampling, num, earlier=()):
     """Digit-judge scores (keras_ict.digit_judge) of `num` samples 1- and 2-step, for 32x32x1 models; else [].
     A row of `earlier` made at the same sigmas and count is reused."""
@@ -61,7 +66,7 @@ def judge_rows(model, sampling, num, earlier=()):
     rows = []
     for steps, sigmas in ((1, sampling["sigmas_1step"]), (2, sampling["sigmas_2step"])):
         sigmas = [float(v) for v in sigmas]
-        reused = next((r for r in earlier if r.get("sigmas") == sigmas and r.get("num") == num), None)
+        reused = made_at(earlier, sigmas, num)
         rows.append(reused or dict(steps=steps, num=num, seeds=f"0-{num - 1}", sigmas=sigmas,
                                    **judge_model(model, num=num, sigmas=sigmas)))
         print(f"judge {steps}-step: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k.startswith("judge"))
@@ -251,7 +256,7 @@ def fid_results(earlier, sampling, num, compute):
     results = []
     for steps in (1, 2):
         sigmas = [float(v) for v in sampling[f"sigmas_{steps}step"]]
-        reused = next((r for r in earlier if r.get("sigmas") == sigmas and r.get("num") == num), None)
+        reused = made_at(earlier, sigmas, num)
         results.append(reused or compute(steps))
         print(f"{results[-1]['metric']} {results[-1]['fid']:.3f}" + (" (reused)" if reused else ""), flush=True)
     return results
